@@ -1,0 +1,55 @@
+"""The ``feedlot`` console script: everything a person runs outside the Dagster UI.
+
+Subcommands live beside the code they drive and are imported only when called, so
+``feedlot --help`` stays fast and one broken optional part does not hide the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# name -> "module:attribute" of a click command or group
+COMMANDS: dict[str, str] = {
+    "local": "feedlot_pipeline.local.cli:local",
+    "produce": "feedlot_pipeline.ingestion.producer:produce",
+    "demo": "feedlot_pipeline.demo:demo",
+    "db": "feedlot_pipeline.warehouse.cli:db",
+    "clients": "feedlot_pipeline.warehouse.cli:clients",
+    "bench": "feedlot_pipeline.warehouse.bench:bench",
+}
+
+HELP: dict[str, str] = {
+    "local": "Start, stop or inspect the local stack (moto, PostgreSQL, Lambda emulation).",
+    "produce": "Publish consumption records to the SNS topic.",
+    "demo": "Run the main job end to end on the local stack and print what landed.",
+    "db": "Warehouse schema migrations.",
+    "clients": "Client (cod_cliente) → farm (fazenda) reference data.",
+    "bench": "Benchmark the warehouse load path against raw COPY.",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, HELP[name]) for name in self.list_commands(ctx)])
+
+
+@click.group(cls=LazyGroup)
+def main() -> None:
+    """feedlot_pipeline: feed-consumption records from farms to the warehouse."""
+
+
+if __name__ == "__main__":
+    main()

