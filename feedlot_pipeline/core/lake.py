@@ -17,14 +17,13 @@ import orjson
 RAW_PREFIX = "historico_diario"
 NOTICE_TYPE = "raw_landing"
 NOTICE_VERSION = 1
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_SAFE = re.compile(r"[^A-Za-z0-9_-]")
 _FARM = re.compile(r"^[a-z0-9_]{1,64}$")
 
 
 def safe_token(text: str, limit: int = 128) -> str:
-    """A key segment that cannot escape its prefix (no '/', no '..')."""
-    token = _SAFE.sub("_", text)[:limit].strip(".")
-    return token or "_"
+    """A key segment that cannot escape its prefix: letters, digits, '_' and '-' only."""
+    return _SAFE.sub("_", text)[:limit] or "_"
 
 
 def check_farm(fazenda: str) -> str:

@@ -231,7 +231,12 @@ class Route:
     reason: str | None = None  # set when the record could not be routed to a real farm
 
 
-def route(raw: Any, clients: Mapping[str, str], landing_day: date) -> Route:
+def route(
+    raw: Any,
+    clients: Mapping[str, str],
+    landing_day: date,
+    valid_days: tuple[date, date] | None = None,
+) -> Route:
     """Decide the raw-zone partition of a record without judging the rest of it.
 
     A record whose client is unknown, or whose date is missing or bad, lands in the ``_unrouted``
@@ -244,6 +249,9 @@ def route(raw: Any, clients: Mapping[str, str], landing_day: date) -> Route:
         dia = parse_data(raw.get("data")).date()
     except RecordError as err:
         return Route(UNROUTED_FARM, landing_day, err.reason)
+    if valid_days is not None and not valid_days[0] <= dia <= valid_days[1]:
+        reason = f"data {dia} is outside the platform's days {valid_days[0]}..{valid_days[1]}"
+        return Route(UNROUTED_FARM, landing_day, reason)
     client = raw.get("cod_cliente")
     fazenda = clients.get(client) if isinstance(client, str) else None
     if fazenda is None:

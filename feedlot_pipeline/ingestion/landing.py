@@ -1,0 +1,151 @@
+"""Land raw records in the lake and announce them on the sensor queue.
+
+Shared by every source's Lambda (SNS now; API Gateway and S3 drops later): a source turns its
+event into a list of raw JSON values plus an event id, and this module does the rest. Objects are
+keyed by the event id, so a redelivered event overwrites nothing and lands nothing twice; the
+notice is sent again regardless (the first attempt may have died between landing and notifying)
+and the sensor drops notices it has already recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+
+from feedlot_pipeline.aws import client, queue_url
+from feedlot_pipeline.core.lake import LandingNotice, raw_object_key
+from feedlot_pipeline.core.records import route
+from feedlot_pipeline.settings import Settings
+
+SQS_BATCH = 10
+
+
+def split_body(body: str) -> list[Any]:
+    """The records in a message body: a JSON array, one JSON object, or JSON Lines.
+
+    A body that is none of these is kept whole as one text value, so it lands (and is later
+    rejected with its reason) instead of vanishing.
+    """
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        lines = [line for line in body.splitlines() if line.strip()]
+        if len(lines) < 2:
+            return [body]
+        return [_line_value(line) for line in lines]
+    return parsed if isinstance(parsed, list) else [parsed]
+
+
+def _line_value(line: str) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return line
+
+
+def valid_days(settings: Settings, today: date) -> tuple[date, date]:
+    """Days the Dagster partitions cover: from the configured start through tomorrow."""
+    return settings.partition_start, today + timedelta(days=1)
+
+
+def _encode(raw: Any) -> bytes:
+    if isinstance(raw, str):
+        return orjson.dumps(raw)
+    try:
+        return orjson.dumps(raw)
+    except TypeError:  # e.g. an integer beyond 64 bits: keep its text
+        return orjson.dumps(str(raw))
+
+
+def land_records(
+    records: Sequence[Any],
+    *,
+    source: str,
+    event_id: str,
+    clients: Mapping[str, str],
+    settings: Settings | None = None,
+    correlation_id: str | None = None,
+    received_at: datetime | None = None,
+) -> list[LandingNotice]:
+    """Write one raw object per (farm, day) of ``records`` and notify the sensor queue.
+
+    Returns the notices sent. Raises on any AWS failure so the caller's platform retries.
+    """
+    s = settings or Settings()
+    now = received_at or datetime.now(timezone.utc)
+    bounds = valid_days(s, now.date())
+    groups: dict[tuple[str, date], list[bytes]] = {}
+    for raw in records:
+        where = route(raw, clients, now.date(), bounds)
+        groups.setdefault((where.fazenda, where.dia), []).append(_encode(raw))
+
+    s3 = client("s3")
+    notices: list[LandingNotice] = []
+    for (fazenda, dia), lines in groups.items():
+        key = raw_object_key(fazenda, dia, source, event_id)
+        if not _exists(s3, s.lake_bucket, key):
+            s3.put_object(
+                Bucket=s.lake_bucket,
+                Key=key,
+                Body=b"\n".join(lines) + b"\n",
+                ContentType="application/x-ndjson",
+                Metadata={
+                    "source": source,
+                    "event-id": event_id[:200],
+                    "correlation-id": (correlation_id or event_id)[:200],
+                    "records": str(len(lines)),
+                    "received-at": now.isoformat(),
+                },
+            )
+        notices.append(
+            LandingNotice(
+                bucket=s.lake_bucket,
+                key=key,
+                fazenda=fazenda,
+                dia=dia.isoformat(),
+                records=len(lines),
+                source=source,
+                event_id=event_id,
+                landed_at=now.isoformat(),
+                correlation_id=correlation_id or event_id,
+            )
+        )
+    send_notices(notices, s)
+    return notices
+
+
+def _exists(s3: Any, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except s3.exceptions.ClientError as err:
+        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
+
+
+def send_notices(notices: Sequence[LandingNotice], settings: Settings | None = None) -> None:
+    """Send notices in batches of 10, retrying entries SQS reports as failed."""
+    if not notices:
+        return
+    s = settings or Settings()
+    sqs = client("sqs")
+    url = queue_url(s.sensor_queue)
+    for start in range(0, len(notices), SQS_BATCH):
+        entries = [
+            {"Id": str(i), "MessageBody": n.to_json()}
+            for i, n in enumerate(notices[start : start + SQS_BATCH])
+        ]
+        for attempt in range(5):
+            failed = sqs.send_message_batch(QueueUrl=url, Entries=entries).get("Failed", [])
+            if not failed:
+                break
+            ids = {f["Id"] for f in failed}
+            entries = [e for e in entries if e["Id"] in ids]
+            time.sleep(0.2 * 2**attempt)
+        else:
+            raise RuntimeError(f"could not notify the sensor queue: {failed}")

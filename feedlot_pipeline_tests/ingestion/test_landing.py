@@ -1,0 +1,114 @@
+"""Landing raw records in the lake (moto server) and notifying the sensor queue."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+import orjson
+
+from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.lake import LandingNotice
+from feedlot_pipeline.ingestion.landing import land_records, split_body
+
+CLIENTS = {"FazendaUm": "fazenda_um", "FazendaDois": "fazenda_dois"}
+NOW = datetime(2023, 1, 5, 12, 0, tzinfo=timezone.utc)
+
+
+def record(client_code: str = "FazendaUm", day: str = "2023-01-01", lote: str = "1") -> dict:
+    return {
+        "id_curral": "25994051003275",
+        "id_raca": "28551700000020",
+        "id_lote": lote,
+        "peso_entrada": 234.941,
+        "peso_medio": 360.341,
+        "data": f"{day} 00:00:00 UTC",
+        "quantidade_animais": "51",
+        "dia_confinamento": "66",
+        "consumo_real": 9.076451,
+        "cod_cliente": client_code,
+    }
+
+
+def receive_all(queue_url: str) -> list[dict]:
+    sqs = client("sqs")
+    out = []
+    while True:
+        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        if not batch:
+            return out
+        out.extend(batch)
+
+
+def test_split_body_accepts_array_object_and_json_lines() -> None:
+    assert split_body('[{"a":1},{"a":2}]') == [{"a": 1}, {"a": 2}]
+    assert split_body('{"a":1}') == [{"a": 1}]
+    assert split_body('{"a":1}\n{"a":2}\nnot json') == [{"a": 1}, {"a": 2}, "not json"]
+    assert split_body("garbage") == ["garbage"]
+
+
+def test_batch_lands_one_object_per_partition_and_notifies(aws) -> None:
+    settings, prov = aws
+    batch = [
+        record(lote="1"),
+        record(lote="2"),
+        record("FazendaDois", lote="3"),
+        record(day="2023-01-02", lote="4"),
+        record("FazendaX", lote="5"),  # unknown client: kept, in the unrouted partition
+        "not a record",
+    ]
+    notices = land_records(
+        batch, source="sns", event_id="msg-1", clients=CLIENTS, settings=settings, received_at=NOW
+    )
+    keys = sorted(n.key for n in notices)
+    assert keys == [
+        "historico_diario/_unrouted/2023/01/01/sns-msg-1.jsonl",
+        "historico_diario/_unrouted/2023/01/05/sns-msg-1.jsonl",
+        "historico_diario/fazenda_dois/2023/01/01/sns-msg-1.jsonl",
+        "historico_diario/fazenda_um/2023/01/01/sns-msg-1.jsonl",
+        "historico_diario/fazenda_um/2023/01/02/sns-msg-1.jsonl",
+    ]
+    s3 = client("s3")
+    body = s3.get_object(Bucket=settings.lake_bucket, Key=keys[3])["Body"].read()
+    assert [orjson.loads(line)["id_lote"] for line in body.splitlines()] == ["1", "2"]
+    assert sum(n.records for n in notices) == len(batch)
+
+    sent = [LandingNotice.from_json(m["Body"]) for m in receive_all(prov.queue_url)]
+    assert sorted(n.key for n in sent) == keys
+
+
+def test_redelivery_lands_nothing_twice(aws) -> None:
+    settings, prov = aws
+    for _ in range(2):
+        land_records(
+            [record()], source="sns", event_id="same", clients=CLIENTS, settings=settings,
+            received_at=NOW,
+        )
+    listed = client("s3").list_objects_v2(Bucket=settings.lake_bucket)["Contents"]
+    assert len(listed) == 1
+    # Both deliveries notify; the sensor recognises the second as already recorded.
+    assert len(receive_all(prov.queue_url)) == 2
+
+
+def test_hostile_farm_and_event_id_stay_inside_the_raw_prefix(aws) -> None:
+    settings, _ = aws
+    notices = land_records(
+        [record("../../etc")],
+        source="sns/../x",
+        event_id="../../../escape",
+        clients=CLIENTS,
+        settings=settings,
+        received_at=NOW,
+    )
+    (notice,) = notices
+    assert notice.key.startswith("historico_diario/_unrouted/2023/01/01/")
+    assert ".." not in notice.key
+    assert notice.key.count("/") == 5
+
+
+def test_date_outside_partitions_is_kept_unrouted(aws) -> None:
+    settings, _ = aws
+    (notice,) = land_records(
+        [record(day="1999-12-31")], source="sns", event_id="old", clients=CLIENTS,
+        settings=settings, received_at=NOW,
+    )
+    assert (notice.fazenda, notice.dia) == ("_unrouted", date(2023, 1, 5).isoformat())
