@@ -1,0 +1,1 @@
+"""Tests of deploy/: the CloudFormation templates, their policies, and moto deployments."""
