@@ -47,8 +47,8 @@ WAREHOUSE_COLUMNS = (
 ID_NAMESPACE = bytes.fromhex("6f1d6e2a9c3b5d4e8a7f0b1c2d3e4f50")
 
 UNROUTED_FARM = "_unrouted"
-_DIGITS = re.compile(r"^[0-9]{1,32}$")
-_INT_TEXT = re.compile(r"^[+]?[0-9]{1,9}$")
+_DIGITS = re.compile(r"[0-9]{1,32}")  # fullmatch: "$" would accept a trailing newline
+_INT_TEXT = re.compile(r"[+]?[0-9]{1,9}")  # fullmatch
 _MAX_TEXT = 64
 
 
@@ -145,7 +145,7 @@ def _id(record: Mapping[str, Any], name: str) -> str:
         raise RecordError("invalid_id", f"{name} must be a digit string, got a boolean")
     if isinstance(value, int):
         value = str(value)
-    if not isinstance(value, str) or not _DIGITS.match(value):
+    if not isinstance(value, str) or not _DIGITS.fullmatch(value):
         shown = repr(value)[:40]
         raise RecordError("invalid_id", f"{name} must be a digit string, got {shown}")
     return value
@@ -177,7 +177,7 @@ def _int(record: Mapping[str, Any], name: str) -> int:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and _INT_TEXT.match(value.strip()):
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value.strip()):
         return int(value)
     raise RecordError("invalid_number", f"{name} must be an integer, got {repr(value)[:40]}")
 
@@ -201,6 +201,8 @@ def _missing(record: Mapping[str, Any]) -> None:
 
 
 _STAMP_CACHE: dict[datetime, str] = {}
+_ID_HASH = hashlib.sha1(ID_NAMESPACE)  # copied per id: the namespace is hashed once
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
 def treated_id(cod_cliente: str, id_lote: str, id_curral: str, data: datetime) -> str:
@@ -214,12 +216,11 @@ def treated_id(cod_cliente: str, id_lote: str, id_curral: str, data: datetime) -
         stamp = data.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
         if len(_STAMP_CACHE) < 100_000:
             _STAMP_CACHE[data] = stamp
-    name = f"{cod_cliente}|{id_lote}|{id_curral}|{stamp}"
-    digest = bytearray(hashlib.sha1(ID_NAMESPACE + name.encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50
-    digest[8] = (digest[8] & 0x3F) | 0x80
-    h = digest.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    sha = _ID_HASH.copy()
+    sha.update(f"{cod_cliente}|{id_lote}|{id_curral}|{stamp}".encode())
+    h = sha.hexdigest()
+    # Version 5 in the 13th hex digit, RFC 4122 variant (10xx) in the 17th.
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 @dataclass(frozen=True)
@@ -274,6 +275,133 @@ def clean(
     Raises ``RecordError`` with a stable code and a readable reason when the record must be
     rejected.
     """
+    if type(raw) is dict:
+        row = _clean_usual(raw, clients, rule, raw_object_key, row_ts)
+        if row is not None:
+            return row
+    return _clean_checked(raw, clients, rule, raw_object_key, row_ts)
+
+
+def _clean_usual(
+    raw: dict,
+    clients: Mapping[str, str],
+    rule: ConsumoMetaRule,
+    raw_object_key: str,
+    row_ts: datetime,
+) -> tuple | None:
+    """``clean`` for a record in the usual shape, over twice as fast; None for anything else.
+
+    It accepts only values that ``_clean_checked`` accepts unchanged and returns the same row, so
+    on None the checked path runs and raises the precise error. No exception on the common path.
+    """
+    get = raw.get
+    cod_cliente = get("cod_cliente")
+    if type(cod_cliente) is not str or len(cod_cliente) > _MAX_TEXT:
+        return None
+    fazenda = clients.get(cod_cliente)
+    if fazenda is None or cod_cliente.strip() != cod_cliente:
+        return None
+    id_curral = get("id_curral")
+    id_raca = get("id_raca")
+    id_lote = get("id_lote")
+    if not (
+        type(id_curral) is str
+        and type(id_raca) is str
+        and type(id_lote) is str
+        and len(id_curral) <= 32
+        and len(id_raca) <= 32
+        and len(id_lote) <= 32
+        and id_curral.isdigit()
+        and id_raca.isdigit()
+        and id_lote.isdigit()
+        and id_curral.isascii()
+        and id_raca.isascii()
+        and id_lote.isascii()
+    ):
+        return None
+    peso_entrada = get("peso_entrada")
+    peso_medio = get("peso_medio")
+    consumo_real = get("consumo_real")
+    if type(peso_entrada) is not float:
+        if type(peso_entrada) is not int:
+            return None
+        peso_entrada = float(peso_entrada)
+    if type(peso_medio) is not float:
+        if type(peso_medio) is not int:
+            return None
+        peso_medio = float(peso_medio)
+    if type(consumo_real) is not float:
+        if type(consumo_real) is not int:
+            return None
+        consumo_real = float(consumo_real)
+    # x - x is 0.0 for every finite float and nan for inf/nan; the sign checks follow.
+    if not (peso_entrada - peso_entrada == 0.0 and peso_entrada > 0 and peso_medio > 0):
+        return None
+    if not (peso_medio - peso_medio == 0.0 and consumo_real - consumo_real == 0.0):
+        return None
+    if consumo_real < 0:
+        return None
+    quantidade = get("quantidade_animais")
+    if type(quantidade) is str:
+        quantidade = _DIGIT_INTS.get(quantidade) or _digit_int(quantidade)
+        if quantidade is None:
+            return None
+    elif type(quantidade) is not int:
+        return None
+    dia_conf = get("dia_confinamento")
+    if type(dia_conf) is str:
+        dia_conf = _DIGIT_INTS.get(dia_conf) or _digit_int(dia_conf)
+        if dia_conf is None:
+            return None
+    elif type(dia_conf) is not int:
+        return None
+    if quantidade <= 0 or dia_conf < 0:
+        return None
+    text = get("data")
+    data = _DATE_CACHE.get(text) if type(text) is str else None
+    if data is None:
+        return None  # the checked path parses it once and fills the cache
+    return (
+        treated_id(cod_cliente, id_lote, id_curral, data),
+        id_curral,
+        id_raca,
+        id_lote,
+        peso_entrada,
+        peso_medio,
+        quantidade,
+        dia_conf,
+        consumo_real,
+        rule.compute(peso_medio, peso_entrada, dia_conf),
+        data,
+        cod_cliente,
+        fazenda,
+        rule.name,
+        raw_object_key,
+        row_ts,
+    )
+
+
+_DIGIT_INTS: dict[str, int] = {}  # "51" -> 51: counts repeat, so most are one lookup
+
+
+def _digit_int(text: str) -> int | None:
+    """int of 1-9 ASCII digits (what _INT_TEXT accepts without sign or blanks), else None."""
+    if 0 < len(text) <= 9 and text.isdigit() and text.isascii():
+        value = int(text)
+        if len(_DIGIT_INTS) < 100_000:
+            _DIGIT_INTS[text] = value
+        return value
+    return None
+
+
+def _clean_checked(
+    raw: Any,
+    clients: Mapping[str, str],
+    rule: ConsumoMetaRule,
+    raw_object_key: str,
+    row_ts: datetime,
+) -> tuple:
+    """Every rule checked in order, with the precise error; the reference for ``_clean_usual``."""
     if isinstance(raw, _UnparsedLine):
         raise RecordError("invalid_json", f"line is not valid JSON: {raw[:60]!r}")
     if not isinstance(raw, dict):

@@ -1,0 +1,390 @@
+"""The one load path from raw lines to the warehouse: Dagster asset, EC2 worker and benchmark.
+
+Every line is parsed, validated and enriched by ``core.records`` and ends up either as a row of
+``historico_consumo`` or as a rejection with a reason code, so ``landed == loaded + rejected``
+always holds for a load. Rows are streamed: parsed into chunks that a background thread upserts
+while the next chunk is parsed (the database drivers release the GIL while they wait), so memory
+stays flat whatever the input size and Python and the database work at the same time. On
+PostgreSQL the parsing thread also encodes each chunk as binary COPY data, so the writer thread
+only moves bytes and waits; while a writer runs, the interpreter's GIL switch interval is 1 ms
+instead of 5 ms so the writer is not left waiting behind the parser.
+
+Duplicates inside one load (the same ``id_treated_data`` twice, e.g. a redelivered event landed as
+a second object) are rejected with code ``duplicate``: the first occurrence wins, in feed order.
+The seen-set keeps a 64-bit hash per id rather than the id, so a million records cost ~100 MB.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from orjson import JSONDecodeError
+from orjson import loads as _orjson_loads
+
+from feedlot_pipeline.core.lake import check_farm, parse_raw_key
+from feedlot_pipeline.core.records import (
+    UNROUTED_FARM,
+    ConsumoMetaRule,
+    RecordError,
+    clean,
+    get_rule,
+    loads_line,
+)
+from feedlot_pipeline.warehouse.store import CopyRows, LoadCounts, Rejection, Warehouse
+
+__all__ = ["LoadReport", "PartitionLoader", "Rejection", "iter_file_lines", "load_file"]
+
+DEFAULT_CHUNK_ROWS = 25_000
+REJECTION_FLUSH = 5_000  # rejections kept before an unpartitioned load writes them
+MAX_OBJECT_KEY = 512
+
+
+@dataclass
+class LoadReport:
+    """Counts of one load. ``landed == loaded + rejected``; ``loaded`` counts distinct rows."""
+
+    landed: int = 0
+    loaded: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    rejected_by_code: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.landed / self.seconds if self.seconds else 0.0
+
+
+class _ChunkUpserter:
+    """Upserts chunks of distinct rows, guessing from the last chunk whether they are all new.
+
+    While chunks are all new (a first load) the warehouse may use a plain COPY; once a chunk met
+    existing rows (a reload) it uses the merge directly, so a failed COPY is paid at most once
+    per change of regime.
+    """
+
+    def __init__(self, warehouse: Warehouse) -> None:
+        self.warehouse = warehouse
+        self.assume_new = True
+
+    def __call__(self, rows: list[tuple] | CopyRows) -> LoadCounts:
+        counts = self.warehouse.upsert_consumo(rows, unique=True, assume_new=self.assume_new)
+        self.assume_new = counts.inserted == (
+            rows.count if isinstance(rows, CopyRows) else len(rows)
+        )
+        return counts
+
+
+# While a writer thread runs, the GIL is handed over every 1 ms instead of 5: the writer wakes
+# up after each block the server accepted and must not wait behind the parsing thread.
+_SWITCH_INTERVAL = 0.001
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_saved = 0.0
+
+
+def _fast_switching(on: bool) -> None:
+    global _switch_users, _switch_saved
+    with _switch_lock:
+        if on:
+            if _switch_users == 0:
+                _switch_saved = sys.getswitchinterval()
+                sys.setswitchinterval(min(_switch_saved, _SWITCH_INTERVAL))
+            _switch_users += 1
+        else:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_saved)
+
+
+class _Writer(threading.Thread):
+    """Writes chunks handed over by the parsing thread, one at a time, in order."""
+
+    def __init__(self, warehouse: Warehouse, depth: int, owner: PartitionLoader) -> None:
+        super().__init__(name="feedlot-loader-writer", daemon=True)
+        self.warehouse = warehouse
+        self.owner = weakref.ref(owner)  # a loader dropped without finish() ends the thread
+        self.tasks: queue.Queue[tuple[str, list] | None] = queue.Queue(maxsize=depth)
+        self.counts = LoadCounts()
+        self.error: BaseException | None = None
+        self.upsert = _ChunkUpserter(warehouse)
+
+    def run(self) -> None:
+        _fast_switching(True)
+        try:
+            self._loop()
+        finally:
+            _fast_switching(False)
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                task = self.tasks.get(timeout=0.5)
+            except queue.Empty:
+                if self.owner() is None:
+                    return
+                continue
+            if task is None:
+                return
+            if self.error is not None:
+                continue  # keep draining so the producer never blocks on a dead writer
+            try:
+                self._write(task)
+            except BaseException as err:  # noqa: BLE001 - handed to the producer thread
+                self.error = err
+
+    def _write(self, task: tuple[str, list]) -> None:
+        kind, items = task
+        if kind == "rows":
+            self.counts = self.counts + self.upsert(items)
+        else:
+            self.warehouse.upsert_rejections(items)
+
+
+class PartitionLoader:
+    """Feed raw objects line by line, then ``finish()`` for the report.
+
+    With ``partition=(fazenda, dia)`` (the Dagster asset) records of another farm or day are
+    rejected as ``partition_mismatch`` and ``finish()`` replaces that partition's rejections
+    atomically. Without it (bulk loads) rejections are upserted by (object, line) as the load
+    goes, filed under the partition their object key names, else under ``_unrouted`` and the
+    load's day.
+    """
+
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        clients: Mapping[str, str] | None = None,
+        rule: ConsumoMetaRule | None = None,
+        partition: tuple[str, date] | None = None,
+        *,
+        row_ts: datetime | None = None,
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        background: bool = True,
+    ) -> None:
+        from feedlot_pipeline.settings import Settings
+
+        self.warehouse = warehouse
+        self.clients = dict(warehouse.clients() if clients is None else clients)
+        self.rule = rule or get_rule(Settings().consumo_meta_rule)
+        if partition is not None:
+            partition = (check_farm(partition[0]), partition[1])
+        self.partition = partition
+        self.row_ts = row_ts or datetime.now(timezone.utc)
+        if self.row_ts.tzinfo is None:
+            raise ValueError("row_ts must be timezone-aware (UTC)")
+        self.chunk_rows = max(1, chunk_rows)
+        self._started = time.perf_counter()
+        self._objects: list[str] = []
+        self._seen: dict[int, int] = {}  # hash(id_treated_data) -> object index << 32 | line
+        self._chunk: list[tuple] = []
+        self._rejections: list[Rejection] = []
+        self._report = LoadReport()
+        self._finished = False
+        self._writer: _Writer | None = None
+        self._upsert = _ChunkUpserter(warehouse)
+        if background:
+            # PostgreSQL chunks wait as compact COPY bytes, so a deeper queue costs little.
+            depth = 3 if warehouse.dialect == "postgresql" else 1
+            self._writer = _Writer(warehouse, depth=depth, owner=self)
+            self._writer.start()
+        self._counts = LoadCounts()
+
+    # --- input ---------------------------------------------------------------------------------
+
+    def feed(self, object_key: str, lines: Iterable[bytes | str]) -> None:
+        """Process every line of one raw object; line numbers start at 1 per object."""
+        if self._finished:
+            raise RuntimeError("feed() after finish()")
+        if len(object_key) > MAX_OBJECT_KEY:
+            raise ValueError(f"object key longer than {MAX_OBJECT_KEY} characters: {object_key!r}")
+        index = len(self._objects)
+        self._objects.append(object_key)
+        if index >= 1 << 31:
+            raise ValueError("too many objects in one load")
+        clients, rule, row_ts = self.clients, self.rule, self.row_ts
+        seen, chunk, chunk_rows = self._seen, self._chunk, self.chunk_rows
+        expected = self.partition
+        base = index << 32
+        line_no = 0
+        try:
+            for line_no, line in enumerate(lines, 1):  # noqa: B007 - read in finally
+                try:
+                    raw = _orjson_loads(line)
+                except JSONDecodeError:
+                    raw = loads_line(line)  # the line's text, rejected by clean()
+                try:
+                    row = clean(raw, clients, rule, object_key, row_ts)
+                except RecordError as err:
+                    self._reject(object_key, line_no, err.code, err.reason, line, raw)
+                    continue
+                if expected is not None and (
+                    row[12] != expected[0] or row[10].date() != expected[1]
+                ):
+                    reason = (
+                        f"record belongs to partition {row[12]}/{row[10].date()}, "
+                        f"not {expected[0]}/{expected[1]}"
+                    )
+                    self._reject(object_key, line_no, "partition_mismatch", reason, line, raw)
+                    continue
+                here = base | line_no
+                first = seen.setdefault(hash(row[0]), here)
+                if first != here:
+                    where = f"{self._objects[first >> 32]} line {first & 0xFFFFFFFF}"
+                    reason = f"duplicate of {where} (id_treated_data {row[0]})"
+                    self._reject(object_key, line_no, "duplicate", reason, line, raw)
+                    continue
+                chunk.append(row)
+                if len(chunk) >= chunk_rows:
+                    self._flush_rows()
+                    chunk = self._chunk
+        finally:
+            self._report.landed += line_no
+
+    def _reject(
+        self, object_key: str, line_no: int, code: str, reason: str, line: bytes | str, raw: Any
+    ) -> None:
+        text = line.decode("utf-8", "replace") if isinstance(line, bytes) else str(line)
+        cod = raw.get("cod_cliente") if isinstance(raw, dict) else None
+        rejection = Rejection(
+            raw_object_key=object_key,
+            line_no=line_no,
+            reason_code=code,
+            reason=reason,
+            raw_record=text,
+            cod_cliente=cod if isinstance(cod, str) else None,
+        )
+        by_code = self._report.rejected_by_code
+        by_code[code] = by_code.get(code, 0) + 1
+        self._report.rejected += 1
+        self._rejections.append(rejection)
+        if self.partition is None and len(self._rejections) >= REJECTION_FLUSH:
+            self._flush_rejections()
+
+    # --- output --------------------------------------------------------------------------------
+
+    def _submit(self, kind: str, items: list) -> None:
+        writer = self._writer
+        if writer is None:
+            if kind == "rows":
+                self._counts = self._counts + self._upsert(items)
+            else:
+                self.warehouse.upsert_rejections(items)
+            return
+        if writer.error is not None:
+            raise writer.error
+        writer.tasks.put((kind, items))
+
+    def _flush_rows(self) -> None:
+        if self._chunk:
+            chunk, self._chunk = self._chunk, []
+            if self.warehouse.dialect == "postgresql":
+                # Encoded here, in the parsing thread: the writer thread then only waits on the
+                # server, so it never queues for the GIL (which would stall the COPY stream).
+                self._submit("rows", self.warehouse.encode_rows(chunk))
+            else:
+                self._submit("rows", chunk)
+
+    def _flush_rejections(self) -> None:
+        if not self._rejections:
+            return
+        batch, self._rejections = self._rejections, []
+        for rejection in batch:
+            rejection.fazenda, rejection.dia = self._bulk_partition(rejection.raw_object_key)
+        self._submit("rejections", batch)
+
+    def _bulk_partition(self, object_key: str) -> tuple[str, date]:
+        try:
+            return parse_raw_key(object_key)
+        except ValueError:
+            return UNROUTED_FARM, self.row_ts.astimezone(timezone.utc).date()
+
+    def finish(self) -> LoadReport:
+        """Write what is pending, wait for the writer and return the report."""
+        if self._finished:
+            raise RuntimeError("finish() called twice")
+        self._finished = True
+        try:
+            self._flush_rows()
+            if self.partition is None:
+                self._flush_rejections()
+        finally:
+            writer = self._writer
+            if writer is not None:
+                writer.tasks.put(None)
+                writer.join()
+        if writer is not None:
+            if writer.error is not None:
+                raise writer.error
+            self._counts = self._counts + writer.counts
+        if self.partition is not None:
+            fazenda, dia = self.partition
+            self.warehouse.replace_rejections(fazenda, dia, self._rejections)
+            self._rejections = []
+        report = self._report
+        report.inserted = self._counts.inserted
+        report.updated = self._counts.updated
+        report.unchanged = self._counts.unchanged
+        report.loaded = len(self._seen)
+        report.seconds = time.perf_counter() - self._started
+        if report.loaded != report.inserted + report.updated + report.unchanged:
+            raise AssertionError(f"load counts do not add up: {report}")
+        if report.landed != report.loaded + report.rejected:
+            raise AssertionError(f"load does not reconcile: {report}")
+        self._seen = {}
+        return report
+
+    def abort(self) -> None:
+        """Stop the writer without writing what is pending (after an error while feeding)."""
+        if self._finished:
+            return
+        self._finished = True
+        if self._writer is not None:
+            self._writer.tasks.put(None)
+            self._writer.join()
+
+
+def iter_file_lines(path: str | Path) -> Iterator[bytes]:
+    """Non-empty lines of a JSON Lines file without their line ends, streamed.
+
+    Blank lines are skipped, as the lake's reader does, so line numbers agree between the two.
+    """
+    with open(path, "rb", buffering=1 << 20) as handle:
+        for line in handle:
+            line = line.rstrip(b"\r\n")
+            if line.strip():
+                yield line
+
+
+def load_file(
+    warehouse: Warehouse,
+    path: str | Path,
+    *,
+    object_key: str | None = None,
+    clients: Mapping[str, str] | None = None,
+    rule: ConsumoMetaRule | None = None,
+    partition: tuple[str, date] | None = None,
+    row_ts: datetime | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> LoadReport:
+    """Load one JSON Lines file through the load path (bulk imports, the benchmark)."""
+    loader = PartitionLoader(
+        warehouse, clients, rule, partition, row_ts=row_ts, chunk_rows=chunk_rows
+    )
+    try:
+        loader.feed(object_key or f"file/{Path(path).name}", iter_file_lines(path))
+    except BaseException:
+        loader.abort()
+        raise
+    return loader.finish()

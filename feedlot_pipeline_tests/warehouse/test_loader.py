@@ -1,0 +1,201 @@
+"""The load path: reconciliation, duplicates, partition mismatch, reruns, bulk loads."""
+
+from __future__ import annotations
+
+import gc
+import threading
+from datetime import date, datetime, timezone
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from feedlot_pipeline.core.records import DEFAULT_RULE
+from feedlot_pipeline.core.synthetic import UNKNOWN_CLIENT, generate, write_jsonl
+from feedlot_pipeline.warehouse.loader import PartitionLoader, iter_file_lines, load_file
+from feedlot_pipeline.warehouse.store import Warehouse
+
+DAY = date(2023, 1, 1)
+NOW = datetime(2023, 1, 5, 12, 0, tzinfo=timezone.utc)
+HOSTILE = "x'); DROP TABLE clientes;--"
+
+
+def key(event: str, fazenda: str = "fazenda_um", day: date = DAY) -> str:
+    return f"historico_diario/{fazenda}/{day:%Y/%m/%d}/sns-{event}.jsonl"
+
+
+def lines(records: list) -> list[bytes]:
+    return [orjson.dumps(r) for r in records]
+
+
+def day_records(n: int = 20) -> list[dict]:
+    """``n`` distinct FazendaUm records of DAY."""
+    records = [
+        r for r in generate(4 * n, seed=1, farms=("FazendaUm",)) if r["data"][:10] == str(DAY)
+    ]
+    assert len(records) >= n
+    return records[:n]
+
+
+def partition_loader(wh: Warehouse, **kw) -> PartitionLoader:
+    return PartitionLoader(wh, rule=DEFAULT_RULE, partition=("fazenda_um", DAY), row_ts=NOW, **kw)
+
+
+def count(wh: Warehouse, sql: str, **params) -> int:
+    with wh.engine.connect() as conn:
+        return conn.execute(sa.text(sql), params).scalar_one()
+
+
+def test_partition_load_reconciles_and_reruns_write_nothing_twice(wh: Warehouse) -> None:
+    good = day_records(12)
+    other_day = {**good[0], "data": "2023-01-02 00:00:00 UTC"}
+    other_farm = {**good[1], "cod_cliente": "FazendaDois"}
+    bad = [
+        {**good[2], "peso_medio": -1},
+        {k: v for k, v in good[3].items() if k != "id_raca"},
+        {**good[4], "cod_cliente": HOSTILE},
+    ]
+    first_object = [*good, good[5], other_day, other_farm, *bad]  # good[5] twice in one object
+    second_object = [*good[:3], b"not json at all", "[1, 2]"]  # a redelivery plus junk
+
+    def run() -> object:
+        loader = partition_loader(wh)
+        loader.feed(key("e1"), lines(first_object))
+        loader.feed(key("e2"), [*lines(second_object[:3]), second_object[3], b"[1, 2]"])
+        return loader.finish()
+
+    report = run()
+    landed = len(first_object) + len(second_object)
+    assert report.landed == landed
+    assert report.loaded == report.inserted == len(good)
+    assert report.rejected == landed - len(good)
+    assert report.landed == report.loaded + report.rejected
+    assert report.rejected_by_code == {
+        "duplicate": 4,
+        "partition_mismatch": 2,
+        "non_positive": 1,
+        "missing_field": 1,
+        "unknown_client": 1,
+        "invalid_json": 1,
+        "not_an_object": 1,
+    }
+    stats = wh.partition_stats("fazenda_um", DAY)
+    assert stats["rows"] == len(good) and stats["rejected"] == report.rejected
+    assert count(wh, "SELECT count(*) FROM clientes") == 2  # the hostile code was only data
+    with wh.engine.connect() as conn:
+        reasons = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT line_no, reason FROM historico_consumo_rejeitados "
+                    "WHERE raw_object_key = :k AND reason_code = 'duplicate'"
+                ),
+                {"k": key("e1")},
+            ).all()
+        )
+        hostile = conn.execute(
+            sa.text(
+                "SELECT cod_cliente, raw_record FROM historico_consumo_rejeitados "
+                "WHERE reason_code = 'unknown_client'"
+            )
+        ).one()
+    assert reasons == {13: reasons[13]} and f"{key('e1')} line 6" in reasons[13]
+    assert hostile[0] == HOSTILE and orjson.loads(hostile[1])["cod_cliente"] == HOSTILE
+
+    again = run()
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, len(good))
+    assert again.rejected_by_code == report.rejected_by_code
+    assert count(wh, "SELECT count(*) FROM historico_consumo_rejeitados") == report.rejected
+    assert count(wh, "SELECT count(*) FROM historico_consumo") == len(good)
+
+
+def test_unknown_client_is_rejected_never_defaulted(wh: Warehouse) -> None:
+    loader = partition_loader(wh)
+    loader.feed(key("e1"), lines([{**day_records(1)[0], "cod_cliente": UNKNOWN_CLIENT}]))
+    report = loader.finish()
+    assert (report.loaded, report.rejected_by_code) == (0, {"unknown_client": 1})
+    assert count(wh, "SELECT count(*) FROM historico_consumo") == 0
+
+
+def test_chunks_background_and_foreground_agree(wh: Warehouse, tmp_path) -> None:
+    path = write_jsonl(tmp_path / "r.jsonl", 3_000, seed=2, bad_fraction=0.05)
+    reports = []
+    for background in (True, False):
+        loader = PartitionLoader(wh, rule=DEFAULT_RULE, chunk_rows=700, background=background)
+        loader.feed("bulk/r.jsonl", iter_file_lines(path))
+        reports.append(loader.finish())
+    first, second = reports
+    assert first.landed == 3_000 == first.loaded + first.rejected
+    assert first.inserted == first.loaded and second.unchanged == first.loaded
+    assert first.rejected_by_code == second.rejected_by_code
+    assert count(wh, "SELECT count(*) FROM historico_consumo") == first.loaded
+    # Bulk rejections are filed under _unrouted on the load's day (the key is not a raw key).
+    rejected = count(
+        wh,
+        "SELECT count(*) FROM historico_consumo_rejeitados WHERE fazenda = '_unrouted'",
+    )
+    assert rejected == first.rejected
+
+
+def test_reload_switches_to_merge_and_counts_mixed_chunks(wh: Warehouse, tmp_path) -> None:
+    records = list(generate(2_000, seed=4))
+    half = tmp_path / "half.jsonl"
+    half.write_bytes(b"\n".join(lines(records[::2])) + b"\n")
+    full = tmp_path / "full.jsonl"
+    full.write_bytes(b"\n\n".join(lines(records)) + b"\r\n\n")  # blank lines are skipped
+    first = load_file(wh, half, chunk_rows=300, rule=DEFAULT_RULE)
+    assert first.inserted == 1_000
+    second = load_file(wh, full, chunk_rows=300, rule=DEFAULT_RULE)
+    assert (second.landed, second.inserted, second.updated, second.unchanged) == (
+        2_000,
+        1_000,
+        0,
+        1_000,
+    )
+    third = load_file(wh, full, chunk_rows=300, rule=DEFAULT_RULE)
+    assert (third.inserted, third.updated, third.unchanged) == (0, 0, 2_000)
+
+
+def test_bulk_rejections_keep_the_raw_key_partition(wh: Warehouse) -> None:
+    loader = PartitionLoader(wh, rule=DEFAULT_RULE, row_ts=NOW)
+    loader.feed(key("b1", "fazenda_dois", date(2023, 3, 4)), [b"{}", b"oops"])
+    loader.feed(key("b1", "fazenda_dois", date(2023, 3, 4)), [b"{}"])  # same object again
+    report = loader.finish()
+    assert report.rejected == 3
+    stats = wh.partition_stats("fazenda_dois", date(2023, 3, 4))
+    assert stats["rejected_by_code"] == {"missing_field": 1, "invalid_json": 1}  # upserted by line
+
+
+def test_loader_errors_surface(wh: Warehouse) -> None:
+    loader = partition_loader(wh)
+    with wh.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE historico_consumo"))
+    loader.feed(key("e1"), lines(day_records(5)))
+    with pytest.raises(Exception, match="historico_consumo"):
+        loader.finish()
+    with pytest.raises(RuntimeError):
+        loader.feed(key("e2"), [])
+    with pytest.raises(ValueError, match="longer than 512"):
+        partition_loader(wh).feed("k" * 513, [])
+
+
+def test_abandoned_loader_stops_its_writer(pg_wh: Warehouse) -> None:
+    before = threading.active_count()
+    loader = PartitionLoader(pg_wh, rule=DEFAULT_RULE)
+    loader.feed("bulk/x.jsonl", lines(day_records(3)))
+    writer = loader._writer
+    del loader
+    gc.collect()
+    assert writer is not None
+    writer.join(timeout=10)
+    assert not writer.is_alive() and threading.active_count() <= before
+
+
+def test_partition_must_be_a_farm(pg_wh: Warehouse) -> None:
+    with pytest.raises(ValueError, match="invalid fazenda"):
+        PartitionLoader(pg_wh, rule=DEFAULT_RULE, partition=("Fazenda Um", DAY))
+
+
+def test_iter_file_lines(tmp_path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b'{"a":1}\r\n\n   \n{"b":2}')
+    assert list(iter_file_lines(path)) == [b'{"a":1}', b'{"b":2}']
