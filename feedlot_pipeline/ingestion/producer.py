@@ -1,0 +1,463 @@
+"""``feedlot produce``: publish consumption records to the SNS records topic, as farms would.
+
+Input is the original case's format (one JSON object per line, a day of one farm per file; a
+missing final newline is fine) or synthetic records (``--generate N``). Records travel in batches:
+each SNS message is a JSON array of up to ``--batch-size`` records and never exceeds SNS's 256 KiB
+limit, and messages go out ten at a time with ``PublishBatch`` (whose 256 KiB aggregate limit is
+respected too). Lines are streamed, so a file of any size is published in constant memory.
+
+A line that is not JSON cannot be put in a JSON array without changing it: it is skipped and
+reported (file and line number). Entries SNS fails are retried, then reported; the command exits
+non-zero when anything was not published.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import click
+import orjson
+
+from feedlot_pipeline.aws import client, topic_arn
+from feedlot_pipeline.settings import Settings
+
+MAX_MESSAGE_BYTES = 262_144  # SNS: message plus attributes, and a PublishBatch in total
+ATTRIBUTE_RESERVE = 512  # headroom for the message attributes of one entry
+MAX_BODY_BYTES = MAX_MESSAGE_BYTES - ATTRIBUTE_RESERVE
+BATCH_ENTRIES = 10  # PublishBatch limit
+ENTRY_ATTEMPTS = 4  # first try plus retries of entries SNS reports as failed
+CONSECUTIVE_CALL_FAILURES_TO_ABORT = 3
+KEPT_DETAILS = 50  # bad lines / errors listed in the summary
+
+
+@dataclass
+class BadLine:
+    """A line that could not be published, and why."""
+
+    origin: str  # "file:line"
+    reason: str
+
+
+@dataclass
+class PublishResult:
+    """What a publish run did; ``ok`` is False when anything was not published."""
+
+    run_id: str
+    records: int = 0
+    messages: int = 0
+    files: int = 0
+    seconds: float = 0.0
+    failed_records: int = 0
+    failed_messages: int = 0
+    bad_lines: int = 0
+    details: list[str] = field(default_factory=list)
+    aborted: str | None = None
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def failures(self) -> int:
+        """Records not published: failed publishes plus lines that could not be sent."""
+        return self.failed_records + self.bad_lines
+
+    @property
+    def ok(self) -> bool:
+        return self.failures == 0 and self.aborted is None
+
+    def note(self, text: str) -> None:
+        if len(self.details) < KEPT_DETAILS:
+            self.details.append(text)
+        elif len(self.details) == KEPT_DETAILS:
+            self.details.append("… (further problems not listed)")
+
+    def summary(self) -> str:
+        return (
+            f"records {self.records}, messages {self.messages}, files {self.files}, "
+            f"seconds {self.seconds:.2f}, records/s {self.records_per_second:.0f}, "
+            f"failures {self.failures}"
+        )
+
+
+# --- input ---------------------------------------------------------------------------------------
+
+
+def _validate(text: bytes, origin: str) -> bytes | BadLine:
+    """The line as sent, if it parses the way the Lambda will parse it (orjson)."""
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError as err:
+        return BadLine(origin, f"not valid JSON ({err.msg})")
+    return text
+
+
+def iter_file(path: Path | str) -> Iterator[bytes | BadLine]:
+    """Records of one JSON Lines file (``-`` for stdin), streamed; blank lines are skipped."""
+    name = str(path)
+    if name == "-":
+        yield from _iter_lines(sys.stdin.buffer, "stdin")
+        return
+    with open(path, "rb") as handle:
+        yield from _iter_lines(handle, name)
+
+
+def _iter_lines(handle: BinaryIO, name: str) -> Iterator[bytes | BadLine]:
+    for number, raw in enumerate(handle, start=1):
+        line = raw.strip()
+        if line:
+            yield _validate(line, f"{name}:{number}")
+
+
+def iter_generated(n: int, seed: int) -> Iterator[bytes]:
+    """``n`` synthetic records from ``feedlot_pipeline.core.synthetic`` as JSON."""
+    from feedlot_pipeline.core.synthetic import generate
+
+    for record in generate(n, seed=seed):
+        yield orjson.dumps(record)
+
+
+def count_lines(path: Path | str) -> int:
+    """Lines in a file without holding it in memory (for the progress bar's total)."""
+    count, last = 0, b"\n"
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            count += chunk.count(b"\n")
+            last = chunk[-1:]
+    return count + (last != b"\n")
+
+
+# --- publishing ----------------------------------------------------------------------------------
+
+
+class _Pacer:
+    """Records-per-second limit: a message may leave once the records before it are due."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.start: float | None = None
+        self.released = 0
+
+    def delay(self) -> float:
+        """Seconds to wait before the next message may leave (0 when unlimited or due)."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        if self.start is None:
+            self.start = now
+        due = self.start + self.released / self.rate
+        return max(0.0, due - now)
+
+    def sent(self, records: int) -> None:
+        self.released += records
+
+
+@dataclass
+class _Entry:
+    id: str
+    body: bytes
+    records: int
+    correlation_id: str
+    attempts: int = 0
+
+    def request(self) -> dict[str, Any]:
+        return {
+            "Id": self.id,
+            "Message": self.body.decode(),
+            "MessageAttributes": {
+                "source": {"DataType": "String", "StringValue": "producer"},
+                "correlation_id": {"DataType": "String", "StringValue": self.correlation_id},
+            },
+        }
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + ATTRIBUTE_RESERVE
+
+
+class Publisher:
+    """Builds messages from a record stream and sends them with PublishBatch, paced and retried."""
+
+    def __init__(
+        self,
+        topic: str,
+        *,
+        batch_size: int = 100,
+        rate: float = 0.0,
+        bar: Any = None,
+        run_id: str | None = None,
+        sns: Any = None,
+    ) -> None:
+        self.topic_arn = topic_arn(topic)
+        # With a rate, a message carries at most about a second of records, so the stream is
+        # smooth instead of one large burst per batch.
+        self.batch_size = min(batch_size, max(1, math.ceil(rate))) if rate > 0 else batch_size
+        self.pacer = _Pacer(rate)
+        self.bar = bar
+        self.result = PublishResult(run_id or uuid.uuid4().hex[:12])
+        self.sns = sns or client("sns")
+        self._pending: list[_Entry] = []
+        self._sequence = 0
+        self._call_failures = 0
+
+    # messages
+
+    def publish_stream(self, items: Iterable[bytes | BadLine]) -> None:
+        """Publish one source (a file, or the generator); messages never mix two sources."""
+        records: list[bytes] = []
+        size = 2  # "[" and "]"
+        for item in items:
+            if self.result.aborted:
+                return
+            if isinstance(item, BadLine):
+                self.result.bad_lines += 1
+                self.result.note(f"{item.origin}: skipped, {item.reason}")
+                self._tick(1)
+                continue
+            extra = len(item) + (1 if records else 0)
+            if len(item) + 2 > MAX_BODY_BYTES:
+                self.result.failed_records += 1
+                self.result.note(f"record of {len(item)} bytes exceeds the SNS message limit")
+                self._tick(1)
+                continue
+            if records and (len(records) >= self.batch_size or size + extra > MAX_BODY_BYTES):
+                self._add_message(records)
+                records, size, extra = [], 2, len(item)
+            records.append(item)
+            size += extra
+        if records and not self.result.aborted:
+            self._add_message(records)
+
+    def _add_message(self, records: list[bytes]) -> None:
+        self._sequence += 1
+        entry = _Entry(
+            id=str(self._sequence),
+            body=b"[" + b",".join(records) + b"]",
+            records=len(records),
+            correlation_id=f"{self.result.run_id}-{self._sequence:06d}",
+        )
+        wait = self.pacer.delay()
+        if wait > 0:
+            self.flush()  # what is due goes now; this message waits for its turn
+            time.sleep(wait)
+        self.pacer.sent(entry.records)
+        pending_size = sum(e.size for e in self._pending)
+        if self._pending and pending_size + entry.size > MAX_MESSAGE_BYTES:
+            self.flush()
+        self._pending.append(entry)
+        if len(self._pending) >= BATCH_ENTRIES:
+            self.flush()
+
+    # batches
+
+    def flush(self) -> None:
+        """Send what is pending, retrying entries SNS fails; give up on them after a few tries."""
+        entries, self._pending = self._pending, []
+        while entries and not self.result.aborted:
+            for entry in entries:
+                entry.attempts += 1
+            retry: list[_Entry] = []
+            try:
+                response = self.sns.publish_batch(
+                    TopicArn=self.topic_arn,
+                    PublishBatchRequestEntries=[e.request() for e in entries],
+                )
+            except Exception as err:  # noqa: BLE001 - botocore already retried; report, go on
+                self._call_failed(entries, err)
+                return
+            self._call_failures = 0
+            ok = {s["Id"] for s in response.get("Successful", [])}
+            failed = {f["Id"]: f for f in response.get("Failed", [])}
+            for entry in entries:
+                if entry.id in ok:
+                    self.result.messages += 1
+                    self.result.records += entry.records
+                    self._tick(entry.records)
+                    continue
+                # Neither successful nor failed happens too (moto drops an entry whose delivery
+                # raised): treat it as a failure that may be retried.
+                failure = failed.get(entry.id, {"Code": "NoResult", "Message": "no result"})
+                if not failure.get("SenderFault") and entry.attempts < ENTRY_ATTEMPTS:
+                    retry.append(entry)
+                else:
+                    self._entry_failed(entry, f"{failure.get('Code')}: {failure.get('Message')}")
+            if retry:
+                time.sleep(0.2 * 2 ** (retry[0].attempts - 1))
+            entries = retry
+
+    def _tick(self, records: int) -> None:
+        if self.bar is not None:
+            self.bar.update(records)
+
+    def _entry_failed(self, entry: _Entry, reason: str) -> None:
+        self._tick(entry.records)
+        self.result.failed_messages += 1
+        self.result.failed_records += entry.records
+        self.result.note(
+            f"message {entry.correlation_id} ({entry.records} records) not published after "
+            f"{entry.attempts} attempt(s): {reason}"
+        )
+
+    def _call_failed(self, entries: list[_Entry], err: Exception) -> None:
+        reason = f"{type(err).__name__}: {err}"
+        for entry in entries:
+            self._entry_failed(entry, reason)
+        self._call_failures += 1
+        if self._call_failures >= CONSECUTIVE_CALL_FAILURES_TO_ABORT:
+            self.result.aborted = (
+                f"gave up after {self._call_failures} failed PublishBatch calls in a row "
+                f"(last: {reason}); the rest of the input was not read"
+            )
+
+    def close(self) -> PublishResult:
+        self.flush()
+        return self.result
+
+
+def _progress_bar(enabled: bool | None, total: int | None) -> Any:
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="rec", unit_scale=True, desc="publishing", file=sys.stderr)
+
+
+def _publish(
+    sources: list[tuple[str, Iterable[bytes | BadLine]]],
+    *,
+    total: int | None,
+    topic: str | None,
+    batch_size: int,
+    rate: float,
+    progress: bool | None,
+) -> PublishResult:
+    started = time.monotonic()
+    bar = _progress_bar(progress, total)
+    try:
+        publisher = Publisher(
+            topic or Settings().records_topic, batch_size=batch_size, rate=rate, bar=bar
+        )
+        for kind, items in sources:
+            if publisher.result.aborted:
+                break
+            if kind == "file":
+                publisher.result.files += 1
+            publisher.publish_stream(items)
+        result = publisher.close()
+    finally:
+        if bar is not None:
+            bar.close()
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def publish_files(
+    paths: Iterable[Path | str],
+    *,
+    topic: str | None = None,
+    batch_size: int = 100,
+    rate: float = 0.0,
+    progress: bool | None = None,
+) -> PublishResult:
+    """Publish JSON Lines files (``-`` is stdin) to the records topic (default from settings)."""
+    paths = list(paths)
+    total = None
+    if progress or (progress is None and sys.stderr.isatty()):
+        total = sum(count_lines(p) for p in paths if str(p) != "-")
+    return _publish(
+        [("file", iter_file(p)) for p in paths],
+        total=total,
+        topic=topic,
+        batch_size=batch_size,
+        rate=rate,
+        progress=progress,
+    )
+
+
+def publish_generated(
+    n: int,
+    *,
+    seed: int = 7,
+    topic: str | None = None,
+    batch_size: int = 100,
+    rate: float = 0.0,
+    progress: bool | None = None,
+) -> PublishResult:
+    """Publish ``n`` synthetic records (``feedlot_pipeline.core.synthetic.generate``)."""
+    return _publish(
+        [("generated", iter_generated(n, seed))],
+        total=n,
+        topic=topic,
+        batch_size=batch_size,
+        rate=rate,
+        progress=progress,
+    )
+
+
+@click.command()
+@click.argument(
+    "files",
+    nargs=-1,
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path),
+)
+@click.option("--generate", "generate_n", type=click.IntRange(min=1), help="Synthetic records.")
+@click.option("--seed", default=7, show_default=True, help="Seed of --generate.")
+@click.option(
+    "--batch-size",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Most records per SNS message (also capped by the 256 KiB limit).",
+)
+@click.option(
+    "--rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Records per second; 0 = as fast as possible.",
+)
+@click.option("--topic", default=None, help="Topic name or ARN [default: FEEDLOT_RECORDS_TOPIC].")
+@click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a tty].")
+def produce(
+    files: tuple[Path, ...],
+    generate_n: int | None,
+    seed: int,
+    batch_size: int,
+    rate: float,
+    topic: str | None,
+    progress: bool | None,
+) -> None:
+    """Publish consumption records from FILE... (JSON Lines; - for stdin) or --generate N."""
+    if bool(files) == bool(generate_n):
+        raise click.UsageError("give FILE... or --generate N (one of the two)")
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    options = {"topic": topic, "batch_size": batch_size, "rate": rate, "progress": progress}
+    try:
+        if generate_n:
+            result = publish_generated(generate_n, seed=seed, **options)
+        else:
+            result = publish_files(files, **options)
+    except (BotoCoreError, ClientError) as err:  # before anything was sent: no topic ARN
+        where = os.environ.get("AWS_ENDPOINT_URL") or "AWS"
+        raise click.ClickException(
+            f"cannot reach SNS at {where}: {err} (local stack: feedlot local up, then "
+            'eval "$(feedlot local env)")'
+        ) from None
+    for line in result.details:
+        click.echo(f"  {line}", err=True)
+    if result.aborted:
+        click.echo(f"  {result.aborted}", err=True)
+    click.echo(f"Published (run {result.run_id}): {result.summary()}")
+    if not result.ok:
+        sys.exit(1)

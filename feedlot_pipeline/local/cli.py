@@ -1,0 +1,128 @@
+"""``feedlot local up|down|status|env``: the local stack from a shell (logic in ``stack.py``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from feedlot_pipeline.local import stack
+from feedlot_pipeline.local.services import ServiceError
+
+_STATE_DIR = click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=lambda: str(stack.default_state_dir()),
+    show_default="$FEEDLOT_STATE_DIR or .feedlot",
+    help="Folder for pids, logs, the env file and PostgreSQL data.",
+)
+
+
+def _shown(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _table(services: list[stack.ServiceInfo]) -> None:
+    for s in services:
+        pid = f"pid {s.pid}" if s.pid else ""
+        line = f"  {s.name:<14}{s.address:<26}{pid:<12}{s.state:<12}"
+        extra = "  ".join(x for x in (s.detail, f"log {_shown(s.log)}" if s.log else "") if x)
+        click.echo((line + extra).rstrip())
+
+
+@click.group()
+def local() -> None:
+    """Start, stop or inspect the local stack (moto, PostgreSQL, Lambda bridge).
+
+    \b
+    Settings (environment):
+      FEEDLOT_STATE_DIR             state folder (.feedlot)
+      FEEDLOT_MOTO_PORT             moto server port (4566)
+      FEEDLOT_PG_PORT               embedded PostgreSQL port (54329)
+      FEEDLOT_LAMBDA_PORT           Lambda bridge port (9010)
+      FEEDLOT_WAREHOUSE_URL         use this server instead of an embedded one
+      FEEDLOT_DAGSTER_STORAGE_URL   Dagster storage (default: database dagster beside it)
+      FEEDLOT_SNS_HANDLER           handler the bridge calls (module:function)
+      FEEDLOT_LAMBDA_RETRY_SECONDS  delays of the bridge's retries (1,2)
+      FEEDLOT_LAMBDA_CONCURRENCY    concurrent invocations in the bridge (4)
+    """
+
+
+@local.command(short_help="Start the stack (reusing what runs) and print its environment.")
+@_STATE_DIR
+def up(state_dir: Path) -> None:
+    """Start the stack (parts already running are reused) and print the environment to use."""
+    try:
+        info = stack.up(state_dir)
+    except ServiceError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(f"Local stack up in {info.seconds:.1f} s (state in {_shown(info.state_dir)})")
+    _table(info.services)
+    click.echo(f"  SNS topic     {info.topic_arn}")
+    click.echo(f"    → http subscription {info.bridge_endpoint} (Lambda bridge)")
+    click.echo(f"  warehouse     {_redacted(info.env['FEEDLOT_WAREHOUSE_URL'])} (migrated)")
+    click.echo(f"  dagster       {_redacted(info.env['FEEDLOT_DAGSTER_STORAGE_URL'])}")
+    for note in info.notes:
+        click.echo(f"  note: {note}")
+    click.echo(
+        f"\nEnvironment (also in {_shown(info.state_dir / 'env')}; "
+        'load it with: eval "$(feedlot local env)"):'
+    )
+    click.echo(stack.export_lines(info.env), nl=False)
+
+
+@local.command(short_help="Stop every process the stack started.")
+@_STATE_DIR
+def down(state_dir: Path) -> None:
+    """Stop every process the stack started (moto, Lambda bridge, embedded PostgreSQL)."""
+    stopped = stack.down(state_dir)
+    if not stopped:
+        click.echo(f"Nothing to stop in {_shown(state_dir.resolve())}.")
+        return
+    for s in stopped:
+        pid = f" (pid {s.pid})" if s.pid else ""
+        detail = f": {s.detail}" if s.detail else ""
+        click.echo(f"  {s.name:<14}{s.state}{pid}{detail}")
+
+
+@local.command(short_help="Say what runs where; exit 1 when a part is down.")
+@_STATE_DIR
+def status(state_dir: Path) -> None:
+    """Say what runs where; exit status 1 when any part is down or nothing was started."""
+    info = stack.status(state_dir)
+    if not info.services:
+        click.echo(f"No local stack in {_shown(info.state_dir)}: run `feedlot local up`.")
+        sys.exit(1)
+    _table(info.services)
+    for note in info.notes:
+        click.echo(f"  note: {note}")
+    down_parts = [s.name for s in info.services if not s.alive]
+    if down_parts:
+        click.echo(f"Down: {', '.join(down_parts)} (run `feedlot local up`)")
+        sys.exit(1)
+
+
+@local.command(name="env", short_help='Print the export lines: eval "$(feedlot local env)".')
+@_STATE_DIR
+def env_(state_dir: Path) -> None:
+    """Print the export lines of the running stack: eval "$(feedlot local env)"."""
+    try:
+        values = stack.env(state_dir)
+    except ServiceError as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(stack.export_lines(values), nl=False)
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - printing only
+        return url

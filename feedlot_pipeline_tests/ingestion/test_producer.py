@@ -1,0 +1,238 @@
+"""``feedlot produce`` against the moto server: an SQS subscription sees what is sent."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from feedlot_pipeline.aws import client
+from feedlot_pipeline.ingestion.producer import (
+    BATCH_ENTRIES,
+    MAX_MESSAGE_BYTES,
+    Publisher,
+    iter_file,
+    produce,
+    publish_files,
+)
+
+SAMPLE_DIR = Path(__file__).parents[2] / "feedlot_pipeline" / "sample"
+
+
+def rec(i: int, client_code: str = "FazendaUm", **extra: Any) -> dict:
+    return {
+        "id_curral": f"{10000000000000 + i:014d}",
+        "id_raca": "28551700000020",
+        "id_lote": f"{20000000000000 + i:014d}",
+        "peso_entrada": 250.5,
+        "peso_medio": 380.25,
+        "data": "2024-03-18 00:00:00 UTC",
+        "quantidade_animais": "40",
+        "dia_confinamento": "30",
+        "consumo_real": 8.4,
+        "cod_cliente": client_code,
+        **extra,
+    }
+
+
+def write_jsonl(path: Path, records: list, trailing_newline: bool = True) -> Path:
+    lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
+    path.write_text("\n".join(lines) + ("\n" if trailing_newline else ""))
+    return path
+
+
+@pytest.fixture()
+def subscribed_queue(aws) -> str:
+    """An SQS queue subscribed to the test's topic with raw delivery: one SQS message per SNS."""
+    _, prov = aws
+    sqs = client("sqs")
+    url = sqs.create_queue(QueueName=f"producer-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    client("sns").subscribe(
+        TopicArn=prov.topic_arn,
+        Protocol="sqs",
+        Endpoint=arn,
+        Attributes={"RawMessageDelivery": "true"},
+    )
+    return url
+
+
+def drain(url: str) -> list[dict]:
+    sqs = client("sqs")
+    out: list[dict] = []
+    while True:
+        batch = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        ).get("Messages", [])
+        if not batch:
+            return out
+        out.extend(batch)
+        sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
+            ],
+        )
+
+
+def test_files_are_published_in_batches_per_file(tmp_path: Path, subscribed_queue: str) -> None:
+    big = write_jsonl(tmp_path / "FazendaUm_20240318.json", [rec(i) for i in range(250)])
+    small = write_jsonl(
+        tmp_path / "FazendaDois_20240318.json",
+        [rec(1000 + i, "FazendaDois") for i in range(30)] + [""],  # a blank line, then EOF
+        trailing_newline=False,
+    )
+    result = publish_files([big, small], batch_size=100, progress=False)
+    assert result.ok, result.details
+    assert (result.records, result.messages, result.files) == (280, 4, 2)
+
+    messages = drain(subscribed_queue)
+    bodies = [json.loads(m["Body"]) for m in messages]
+    assert sorted(len(b) for b in bodies) == [30, 50, 100, 100]
+    assert all(len({r["cod_cliente"] for r in b}) == 1 for b in bodies)  # no file mixing
+    sent = sorted(r["id_lote"] for b in bodies for r in b)
+    assert sent == sorted(rec(i)["id_lote"] for i in [*range(250), *range(1000, 1030)])
+    for m in messages:
+        attrs = m["MessageAttributes"]
+        assert attrs["source"]["StringValue"] == "producer"
+        assert attrs["correlation_id"]["StringValue"].startswith(result.run_id)
+    assert len({m["MessageAttributes"]["correlation_id"]["StringValue"] for m in messages}) == 4
+
+
+def test_messages_and_batches_stay_under_the_sns_size_limits(
+    tmp_path: Path, aws, subscribed_queue: str
+) -> None:
+    _, prov = aws
+    padding = "x" * 30_000
+    path = write_jsonl(tmp_path / "big.jsonl", [rec(i, obs=padding) for i in range(40)])
+
+    class Recording:
+        """The real client, remembering each PublishBatch's entries."""
+
+        def __init__(self) -> None:
+            self.sns = client("sns")
+            self.calls: list[list[dict]] = []
+
+        def publish_batch(self, **kwargs: Any) -> dict:
+            self.calls.append(kwargs["PublishBatchRequestEntries"])
+            return self.sns.publish_batch(**kwargs)
+
+    recording = Recording()
+    publisher = Publisher(prov.topic_arn, batch_size=100, sns=recording)
+    publisher.publish_stream(iter_file(path))
+    result = publisher.close()
+    assert result.ok and result.records == 40
+
+    for entries in recording.calls:
+        assert len(entries) <= BATCH_ENTRIES
+        assert sum(len(e["Message"].encode()) + 512 for e in entries) <= MAX_MESSAGE_BYTES
+    bodies = [m["Body"] for m in drain(subscribed_queue)]
+    assert len(bodies) == result.messages >= 5  # 40 × 30 KB cannot fit in fewer
+    assert all(len(b.encode()) <= MAX_MESSAGE_BYTES - 512 for b in bodies)
+    assert sum(len(json.loads(b)) for b in bodies) == 40
+
+
+def test_broken_line_is_reported_and_the_rest_published(
+    tmp_path: Path, subscribed_queue: str
+) -> None:
+    path = write_jsonl(
+        tmp_path / "bad.jsonl",
+        [rec(1), '{"id_curral": "1", broken', rec(2), "", rec(3)],
+        trailing_newline=False,
+    )
+    result = publish_files([path], progress=False)
+    assert (result.records, result.bad_lines, result.failures) == (3, 1, 1)
+    assert not result.ok
+    assert any(f"{path}:2" in d and "not valid JSON" in d for d in result.details)
+    assert sum(len(json.loads(m["Body"])) for m in drain(subscribed_queue)) == 3
+
+    out = CliRunner().invoke(produce, [str(path), "--progress"])
+    assert out.exit_code == 1
+    assert f"{path}:2: skipped" in out.output
+    assert "publishing" in out.output  # the progress bar (stderr, mixed in by CliRunner)
+    assert "records 3, messages 1, files 1" in out.output
+    assert "failures 1" in out.output
+
+
+def test_publish_failures_are_reported_not_raised(tmp_path: Path, aws) -> None:
+    path = write_jsonl(tmp_path / "a.jsonl", [rec(i) for i in range(25)])
+    missing = "arn:aws:sns:us-east-1:123456789012:no-such-topic"
+    result = publish_files([path], topic=missing, batch_size=10, progress=False)
+    assert (result.records, result.failed_records, result.failed_messages) == (0, 25, 3)
+    assert not result.ok
+    assert any("NotFound" in d for d in result.details)
+
+    out = CliRunner().invoke(produce, [str(path), "--topic", missing, "--no-progress"])
+    assert out.exit_code == 1
+    assert "failures 25" in out.output
+
+
+def test_rate_is_roughly_honoured(tmp_path: Path, subscribed_queue: str) -> None:
+    path = write_jsonl(tmp_path / "a.jsonl", [rec(i) for i in range(100)])
+    result = publish_files([path], batch_size=10, rate=200, progress=False)
+    assert result.ok and result.messages == 10
+    # The 10th message may leave once the 90 records before it are due: 0.45 s at 200/s.
+    assert 0.42 <= result.seconds < 3.0
+    assert result.records_per_second < 1.2 * 200 * 100 / 90
+
+
+def test_low_rate_makes_small_messages(tmp_path: Path, subscribed_queue: str) -> None:
+    path = write_jsonl(tmp_path / "a.jsonl", [rec(i) for i in range(12)])
+    result = publish_files([path], batch_size=100, rate=20, progress=False)
+    assert result.ok and result.messages == 1  # 12 records fit in one 20-record message
+    assert result.seconds < 0.5
+    path = write_jsonl(tmp_path / "b.jsonl", [rec(i) for i in range(30)])
+    result = publish_files([path], batch_size=100, rate=20, progress=False)
+    assert sorted(len(json.loads(m["Body"])) for m in drain(subscribed_queue)) == [10, 12, 20]
+    assert 0.95 <= result.seconds < 3.0
+
+
+def test_generate_publishes_synthetic_records(subscribed_queue: str) -> None:
+    pytest.importorskip("feedlot_pipeline.core.synthetic")
+    out = CliRunner().invoke(produce, ["--generate", "250", "--seed", "3", "--no-progress"])
+    assert out.exit_code == 0, out.output
+    assert "records 250, messages 3, files 0" in out.output
+    bodies = [json.loads(m["Body"]) for m in drain(subscribed_queue)]
+    assert sorted(len(b) for b in bodies) == [50, 100, 100]
+    assert all(isinstance(r, dict) and "cod_cliente" in r for b in bodies for r in b)
+
+
+def test_stdin_and_the_shipped_sample(subscribed_queue: str) -> None:
+    samples = sorted(SAMPLE_DIR.glob("*.jsonl"))
+    assert len(samples) == 6
+    stdin_records = len(samples[0].read_text().splitlines())
+    out = CliRunner().invoke(produce, ["-", "--no-progress"], input=samples[0].read_text())
+    assert out.exit_code == 0, out.output
+    assert f"records {stdin_records}, messages 1, files 1" in out.output
+    result = publish_files(samples, progress=False)
+    assert result.ok
+    assert (result.files, result.messages) == (6, 6)
+    assert 20 * 6 <= result.records <= 60 * 6
+    bodies = [json.loads(m["Body"]) for m in drain(subscribed_queue)]
+    records = [r for b in bodies for r in b]
+    assert len(bodies) == 7 and len(records) == stdin_records + result.records
+    assert {r.get("cod_cliente") for r in records} == {"FazendaUm", "FazendaDois", "FazendaX"}
+
+
+def test_unreachable_endpoint_is_one_clear_error(
+    tmp_path: Path, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from feedlot_pipeline.local.services import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    path = write_jsonl(tmp_path / "a.jsonl", [rec(1)])
+    out = CliRunner().invoke(produce, [str(path), "--no-progress"])
+    assert out.exit_code == 1
+    assert out.output.startswith("Error: cannot reach SNS at http://127.0.0.1:")
+
+
+def test_files_or_generate_is_required() -> None:
+    out = CliRunner().invoke(produce, [])
+    assert out.exit_code == 2
+    assert "FILE... or --generate N" in out.output
