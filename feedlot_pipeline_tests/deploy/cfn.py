@@ -25,6 +25,10 @@ TEMPLATES = sorted(TEMPLATE_DIR.glob("*.yaml"))
 STAR_RESOURCE_ACTIONS = {
     # No resource types; confined with the cloudwatch:namespace condition key.
     "cloudwatch:PutMetricData",
+    # EC2 Describe* have no resource types (backups.yaml; confined with aws:RequestedRegion).
+    "ec2:DescribeVolumes",
+    "ec2:DescribeSnapshots",
+    "ec2:DescribeInstances",
 }
 
 IDENTITY_POLICY_TYPES = {"AWS::IAM::Role", "AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"}

@@ -1,0 +1,1 @@
+"""EBS backups: a scheduled Dagster job that snapshots tagged volumes and prunes its snapshots."""

@@ -1,0 +1,36 @@
+"""The backup settings as a Dagster resource, so a run's settings show in the launchpad."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from feedlot_pipeline.backups.snapshots import BackupReport, BackupSettings, run_backup
+
+
+class EbsBackupResource(dg.ConfigurableResource):
+    """Which EBS volumes to snapshot (by tag) and the retention of this platform's snapshots."""
+
+    tag_key: str = BackupSettings.tag_key
+    tag_value: str = BackupSettings.tag_value
+    keep: int = BackupSettings.keep
+    max_age_days: int = BackupSettings.max_age_days
+
+    @classmethod
+    def from_env(cls) -> EbsBackupResource:
+        """FEEDLOT_BACKUP_* from the environment, defaults where unset (validated here)."""
+        s = BackupSettings.from_env()
+        return cls(
+            tag_key=s.tag_key, tag_value=s.tag_value, keep=s.keep, max_age_days=s.max_age_days
+        )
+
+    def settings(self) -> BackupSettings:
+        return BackupSettings(
+            tag_key=self.tag_key,
+            tag_value=self.tag_value,
+            keep=self.keep,
+            max_age_days=self.max_age_days,
+        )
+
+    def run(self, run_id: str | None = None) -> BackupReport:
+        """Snapshot and prune; raises BackupError (with the report) if anything failed."""
+        return run_backup(self.settings(), run_id=run_id)
