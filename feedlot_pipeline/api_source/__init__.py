@@ -1,0 +1,1 @@
+"""Public-API source: a configured JSON HTTP API pulled on a schedule into the lake's raw zone."""
