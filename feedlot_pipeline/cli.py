@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "db": "feedlot_pipeline.warehouse.cli:db",
     "clients": "feedlot_pipeline.warehouse.cli:clients",
     "bench": "feedlot_pipeline.warehouse.bench:bench",
+    "latency": "feedlot_pipeline.ingestion.latency:latency",
 }
 
 HELP: dict[str, str] = {
@@ -27,6 +28,7 @@ HELP: dict[str, str] = {
     "db": "Warehouse schema migrations.",
     "clients": "Client (cod_cliente) → farm (fazenda) reference data.",
     "bench": "Benchmark the warehouse load path against raw COPY.",
+    "latency": "Measure publish → warehouse latency on a running stack (p50/p95).",
 }
 
 

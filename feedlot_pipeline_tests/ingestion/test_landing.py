@@ -80,7 +80,11 @@ def test_redelivery_lands_nothing_twice(aws) -> None:
     settings, prov = aws
     for _ in range(2):
         land_records(
-            [record()], source="sns", event_id="same", clients=CLIENTS, settings=settings,
+            [record()],
+            source="sns",
+            event_id="same",
+            clients=CLIENTS,
+            settings=settings,
             received_at=NOW,
         )
     listed = client("s3").list_objects_v2(Bucket=settings.lake_bucket)["Contents"]
@@ -108,7 +112,11 @@ def test_hostile_farm_and_event_id_stay_inside_the_raw_prefix(aws) -> None:
 def test_date_outside_partitions_is_kept_unrouted(aws) -> None:
     settings, _ = aws
     (notice,) = land_records(
-        [record(day="1999-12-31")], source="sns", event_id="old", clients=CLIENTS,
-        settings=settings, received_at=NOW,
+        [record(day="1999-12-31")],
+        source="sns",
+        event_id="old",
+        clients=CLIENTS,
+        settings=settings,
+        received_at=NOW,
     )
     assert (notice.fazenda, notice.dia) == ("_unrouted", date(2023, 1, 5).isoformat())

@@ -1,0 +1,57 @@
+"""The one Definitions object of the platform, assembled from each domain's parts.
+
+Resources are bound to environment variables, not to an environment name: with
+``AWS_ENDPOINT_URL`` set they reach the local moto server, without it real AWS; the warehouse is
+whatever ``FEEDLOT_WAREHOUSE_URL`` names.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from feedlot_pipeline.api_source.assets import api_snapshot
+from feedlot_pipeline.api_source.resources import build_public_api_resource
+from feedlot_pipeline.api_source.schedules import api_snapshot_job, api_snapshot_schedule
+from feedlot_pipeline.backups.assets import ebs_snapshots
+from feedlot_pipeline.backups.jobs import ebs_backup_job
+from feedlot_pipeline.backups.resources import EbsBackupResource
+from feedlot_pipeline.backups.schedules import build_ebs_backup_schedule
+from feedlot_pipeline.ingestion.assets import raw_consumption
+from feedlot_pipeline.ingestion.partitions import farm_day_partitions
+from feedlot_pipeline.ingestion.resources import LakeResource, SensorQueueResource
+from feedlot_pipeline.ingestion.sensors import build_consumption_events_sensor
+from feedlot_pipeline.settings import env
+from feedlot_pipeline.warehouse.assets import historico_consumo
+from feedlot_pipeline.warehouse.checks import historico_checks
+from feedlot_pipeline.warehouse.resources import WarehouseResource
+
+# In-process: a sensor-triggered partition run starts ~10 s sooner than with subprocess steps.
+ingest_consumption_job = dg.define_asset_job(
+    name="ingest_consumption_job",
+    selection=dg.AssetSelection.assets(historico_consumo),
+    partitions_def=farm_day_partitions,
+    executor_def=dg.in_process_executor,
+    description="Load one farm × day partition of the raw zone into historico_consumo, checked.",
+)
+
+
+def build_resources() -> dict[str, dg.ConfigurableResource]:
+    return {
+        "lake": LakeResource(bucket=env("FEEDLOT_LAKE_BUCKET")),
+        "sensor_queue": SensorQueueResource(
+            queue=env("FEEDLOT_SENSOR_QUEUE"), dlq=env("FEEDLOT_SENSOR_DLQ")
+        ),
+        "warehouse": WarehouseResource(url=dg.EnvVar("FEEDLOT_WAREHOUSE_URL")),
+        "public_api": build_public_api_resource(),
+        "ebs_backup": EbsBackupResource.from_env(),
+    }
+
+
+defs = dg.Definitions(
+    assets=[raw_consumption, historico_consumo, api_snapshot, ebs_snapshots],
+    asset_checks=historico_checks,
+    jobs=[ingest_consumption_job, api_snapshot_job, ebs_backup_job],
+    sensors=[build_consumption_events_sensor(ingest_consumption_job)],
+    schedules=[api_snapshot_schedule, build_ebs_backup_schedule()],
+    resources=build_resources(),
+)

@@ -1,0 +1,59 @@
+"""Resources of the ingestion domain: the lake's raw zone and the sensor queue.
+
+Both reach AWS through boto3, so ``AWS_ENDPOINT_URL`` alone decides between moto and AWS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import dagster as dg
+
+from feedlot_pipeline.aws import client, queue_url
+from feedlot_pipeline.core.lake import partition_prefix
+
+
+@dataclass(frozen=True)
+class RawObject:
+    key: str
+    size: int
+    last_modified: datetime
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The data lake bucket; the raw zone is the source of truth for every warehouse table."""
+
+    bucket: str
+
+    def partition_objects(self, fazenda: str, dia: date) -> list[RawObject]:
+        """Raw objects of one partition, oldest landing first (so 'first landed wins')."""
+        s3 = client("s3")
+        found: list[RawObject] = []
+        for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=partition_prefix(fazenda, dia)
+        ):
+            for item in page.get("Contents", []):
+                found.append(RawObject(item["Key"], item["Size"], item["LastModified"]))
+        return sorted(found, key=lambda o: (o.last_modified, o.key))
+
+    def iter_lines(self, key: str) -> Iterator[bytes]:
+        """Stream an object's non-empty lines without holding it in memory."""
+        body = client("s3").get_object(Bucket=self.bucket, Key=key)["Body"]
+        for line in body.iter_lines(chunk_size=1 << 16):
+            if line.strip():
+                yield line
+
+
+class SensorQueueResource(dg.ConfigurableResource):
+    """The SQS queue the landing Lambdas notify, and its dead-letter queue."""
+
+    queue: str
+    dlq: str
+
+    def url(self) -> str:
+        return queue_url(self.queue)
+
+    def dlq_url(self) -> str:
+        return queue_url(self.dlq)

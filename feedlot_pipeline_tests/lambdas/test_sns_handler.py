@@ -1,0 +1,117 @@
+"""The SNS Lambda handler with AWS-shaped events, against moto and a real warehouse."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import orjson
+import pytest
+
+from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.lake import LandingNotice
+from feedlot_pipeline.lambdas import sns_handler
+from feedlot_pipeline_tests.ingestion.test_landing import receive_all, record
+
+
+class Context:
+    aws_request_id = "req-1"
+    function_name = "feedlot-sns-landing"
+    memory_limit_in_mb = 256
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:feedlot-sns-landing"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def sns_event(message: str, message_id: str | None = None, **attributes: str) -> dict:
+    topic = "arn:aws:sns:us-east-1:123456789012:feedlot-consumption-records"
+    return {
+        "Records": [
+            {
+                "EventSource": "aws:sns",
+                "EventVersion": "1.0",
+                "EventSubscriptionArn": f"{topic}:sub",
+                "Sns": {
+                    "Type": "Notification",
+                    "MessageId": message_id or str(uuid.uuid4()),
+                    "TopicArn": topic,
+                    "Subject": None,
+                    "Message": message,
+                    "Timestamp": "2023-01-05T12:00:00.000Z",
+                    "SignatureVersion": "1",
+                    "Signature": "x",
+                    "SigningCertUrl": "https://example.invalid/cert.pem",
+                    "UnsubscribeUrl": "https://example.invalid/unsub",
+                    "MessageAttributes": {
+                        k: {"Type": "String", "Value": v} for k, v in attributes.items()
+                    },
+                },
+            }
+        ]
+    }
+
+
+@pytest.fixture(autouse=True)
+def fresh_client_cache():
+    sns_handler._clients_cache = None
+    yield
+    sns_handler._clients_cache = None
+
+
+def test_batch_message_lands_per_partition_with_correlation_id(aws, warehouse_url) -> None:
+    settings, prov = aws
+    batch = [record(lote="1"), record(lote="2"), record("FazendaDois", lote="3")]
+    event = sns_event(json.dumps(batch), "msg-a", correlation_id="corr-42")
+    result = sns_handler.handler(event, Context())
+    assert sorted(result["landed"]) == [
+        "historico_diario/fazenda_dois/2023/01/01/sns-msg-a.jsonl",
+        "historico_diario/fazenda_um/2023/01/01/sns-msg-a.jsonl",
+    ]
+    head = client("s3").head_object(Bucket=settings.lake_bucket, Key=result["landed"][1])
+    assert head["Metadata"]["correlation-id"] == "corr-42"
+    notices = [LandingNotice.from_json(m["Body"]) for m in receive_all(prov.queue_url)]
+    assert {n.correlation_id for n in notices} == {"corr-42"}
+    assert sum(n.records for n in notices) == 3
+
+
+def test_original_case_line_format_is_accepted(aws, warehouse_url) -> None:
+    settings, _ = aws
+    lines = "\n".join(json.dumps(record(lote=str(i))) for i in range(3))
+    result = sns_handler.handler(sns_event(lines, "jsonl"), Context())
+    (key,) = result["landed"]
+    body = client("s3").get_object(Bucket=settings.lake_bucket, Key=key)["Body"].read()
+    assert len(body.splitlines()) == 3
+    assert orjson.loads(body.splitlines()[0])["id_curral"] == "25994051003275"
+
+
+def test_unparseable_message_is_landed_not_lost(aws, warehouse_url) -> None:
+    settings, _ = aws
+    result = sns_handler.handler(sns_event("this is not json", "bad"), Context())
+    (key,) = result["landed"]
+    assert key.startswith("historico_diario/_unrouted/")
+
+
+@pytest.mark.parametrize(
+    "event",
+    [{}, {"Records": "x"}, {"Records": [{"EventSource": "aws:sqs", "Sns": {}}]}],
+)
+def test_invalid_envelope_raises(event, aws, warehouse_url) -> None:
+    with pytest.raises(sns_handler.InvalidEvent):
+        sns_handler.handler(event, Context())
+
+
+def test_aws_failure_raises_so_lambda_retries(aws, warehouse_url, monkeypatch) -> None:
+    monkeypatch.setenv("FEEDLOT_LAKE_BUCKET", "bucket-that-does-not-exist")
+    with pytest.raises(Exception, match="NoSuchBucket|does not exist"):
+        sns_handler.handler(sns_event(json.dumps([record()])), Context())
+
+
+def test_client_added_in_warehouse_is_routed(aws, warehouse_url) -> None:
+    from feedlot_pipeline.warehouse.store import Warehouse
+
+    wh = Warehouse(warehouse_url)
+    wh.add_client("FazendaTres", "fazenda_tres")
+    wh.dispose()
+    result = sns_handler.handler(sns_event(json.dumps([record("FazendaTres")])), Context())
+    assert result["landed"][0].startswith("historico_diario/fazenda_tres/2023/01/01/")
