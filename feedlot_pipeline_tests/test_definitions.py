@@ -36,5 +36,6 @@ def test_every_warehouse_asset_has_blocking_checks() -> None:
         "historico_consumo_meta_consistent",
         "historico_reconciles_with_raw",
     }
+    assert all(graph.get_check_spec(key).blocking for key in graph.asset_check_keys)
     sensor = defs.resolve_sensor_def("consumption_events_sensor")
     assert sensor.job_name == "ingest_consumption_job"
