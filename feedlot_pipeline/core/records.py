@@ -263,6 +263,43 @@ def route(
 # --- the whole rule set for one record ---------------------------------------------------------
 
 
+def _row(
+    cod_cliente: str,
+    fazenda: str,
+    id_curral: str,
+    id_raca: str,
+    id_lote: str,
+    peso_entrada: float,
+    peso_medio: float,
+    quantidade: int,
+    dia_conf: int,
+    consumo_real: float,
+    data: datetime,
+    rule: ConsumoMetaRule,
+    raw_object_key: str,
+    row_ts: datetime,
+) -> tuple:
+    """The warehouse row in WAREHOUSE_COLUMNS order: the one place that order is written."""
+    return (
+        treated_id(cod_cliente, id_lote, id_curral, data),
+        id_curral,
+        id_raca,
+        id_lote,
+        peso_entrada,
+        peso_medio,
+        quantidade,
+        dia_conf,
+        consumo_real,
+        rule.compute(peso_medio, peso_entrada, dia_conf),
+        data,
+        cod_cliente,
+        fazenda,
+        rule.name,
+        raw_object_key,
+        row_ts,
+    )
+
+
 def clean(
     raw: Any,
     clients: Mapping[str, str],
@@ -361,8 +398,9 @@ def _clean_usual(
     data = _DATE_CACHE.get(text) if type(text) is str else None
     if data is None:
         return None  # the checked path parses it once and fills the cache
-    return (
-        treated_id(cod_cliente, id_lote, id_curral, data),
+    return _row(
+        cod_cliente,
+        fazenda,
         id_curral,
         id_raca,
         id_lote,
@@ -371,11 +409,8 @@ def _clean_usual(
         quantidade,
         dia_conf,
         consumo_real,
-        rule.compute(peso_medio, peso_entrada, dia_conf),
         data,
-        cod_cliente,
-        fazenda,
-        rule.name,
+        rule,
         raw_object_key,
         row_ts,
     )
@@ -428,8 +463,9 @@ def _clean_checked(
     if consumo_real < 0:
         raise RecordError("negative", "consumo_real must not be negative")
     data = parse_data(raw["data"])
-    return (
-        treated_id(cod_cliente, id_lote, id_curral, data),
+    return _row(
+        cod_cliente,
+        fazenda,
         id_curral,
         id_raca,
         id_lote,
@@ -438,11 +474,8 @@ def _clean_checked(
         quantidade,
         dia_conf,
         consumo_real,
-        rule(peso_medio, peso_entrada, dia_conf),
         data,
-        cod_cliente,
-        fazenda,
-        rule.name,
+        rule,
         raw_object_key,
         row_ts,
     )
