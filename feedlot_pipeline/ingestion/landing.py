@@ -53,11 +53,10 @@ def valid_days(settings: Settings, today: date) -> tuple[date, date]:
 
 
 def _encode(raw: Any) -> bytes:
-    if isinstance(raw, str):
-        return orjson.dumps(raw)
+    """One raw-zone line; a value orjson cannot write (an int beyond 64 bits) keeps its text."""
     try:
         return orjson.dumps(raw)
-    except TypeError:  # e.g. an integer beyond 64 bits: keep its text
+    except TypeError:
         return orjson.dumps(str(raw))
 
 
