@@ -41,6 +41,7 @@ WAREHOUSE_COLUMNS = (
     "regra_consumo_meta",
     "raw_object_key",
     "row_ts",
+    "correlation_id",
 )
 
 # Namespace of id_treated_data: fixed forever, or every id changes.
@@ -278,6 +279,7 @@ def _row(
     rule: ConsumoMetaRule,
     raw_object_key: str,
     row_ts: datetime,
+    correlation_id: str | None,
 ) -> tuple:
     """The warehouse row in WAREHOUSE_COLUMNS order: the one place that order is written."""
     return (
@@ -297,6 +299,7 @@ def _row(
         rule.name,
         raw_object_key,
         row_ts,
+        correlation_id,
     )
 
 
@@ -306,17 +309,19 @@ def clean(
     rule: ConsumoMetaRule,
     raw_object_key: str,
     row_ts: datetime,
+    correlation_id: str | None = None,
 ) -> tuple:
     """Validate and enrich one raw record into a warehouse row (``WAREHOUSE_COLUMNS`` order).
 
-    Raises ``RecordError`` with a stable code and a readable reason when the record must be
-    rejected.
+    ``correlation_id`` is the ingest's trace id (stored with the landed object), kept on the row
+    so one record can be followed from the request that brought it to the table. Raises
+    ``RecordError`` with a stable code and a readable reason when the record must be rejected.
     """
     if type(raw) is dict:
-        row = _clean_usual(raw, clients, rule, raw_object_key, row_ts)
+        row = _clean_usual(raw, clients, rule, raw_object_key, row_ts, correlation_id)
         if row is not None:
             return row
-    return _clean_checked(raw, clients, rule, raw_object_key, row_ts)
+    return _clean_checked(raw, clients, rule, raw_object_key, row_ts, correlation_id)
 
 
 def _clean_usual(
@@ -325,6 +330,7 @@ def _clean_usual(
     rule: ConsumoMetaRule,
     raw_object_key: str,
     row_ts: datetime,
+    correlation_id: str | None = None,
 ) -> tuple | None:
     """``clean`` for a record in the usual shape, over twice as fast; None for anything else.
 
@@ -413,6 +419,7 @@ def _clean_usual(
         rule,
         raw_object_key,
         row_ts,
+        correlation_id,
     )
 
 
@@ -435,6 +442,7 @@ def _clean_checked(
     rule: ConsumoMetaRule,
     raw_object_key: str,
     row_ts: datetime,
+    correlation_id: str | None = None,
 ) -> tuple:
     """Every rule checked in order, with the precise error; the reference for ``_clean_usual``."""
     if isinstance(raw, _UnparsedLine):
@@ -478,6 +486,7 @@ def _clean_checked(
         rule,
         raw_object_key,
         row_ts,
+        correlation_id,
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import Any
 
 import dagster as dg
 
@@ -40,10 +41,19 @@ class LakeResource(dg.ConfigurableResource):
 
     def iter_lines(self, key: str) -> Iterator[bytes]:
         """Stream an object's non-empty lines without holding it in memory."""
-        body = client("s3").get_object(Bucket=self.bucket, Key=key)["Body"]
-        for line in body.iter_lines(chunk_size=1 << 16):
-            if line.strip():
-                yield line
+        return self.open_lines(key)[1]
+
+    def open_lines(self, key: str) -> tuple[str | None, Iterator[bytes]]:
+        """The object's correlation id (set by the landing Lambda) and its streamed lines."""
+        response = client("s3").get_object(Bucket=self.bucket, Key=key)
+        correlation_id = (response.get("Metadata") or {}).get("correlation-id")
+        return correlation_id or None, _non_empty_lines(response["Body"])
+
+
+def _non_empty_lines(body: Any) -> Iterator[bytes]:
+    for line in body.iter_lines(chunk_size=1 << 16):
+        if line.strip():
+            yield line
 
 
 class SensorQueueResource(dg.ConfigurableResource):

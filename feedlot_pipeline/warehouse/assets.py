@@ -35,7 +35,8 @@ def historico_consumo(
     with warehouse.open() as wh:
         loader = PartitionLoader(wh, clients=wh.clients(), rule=rule, partition=(fazenda, dia))
         for i, obj in enumerate(objects, 1):
-            loader.feed(obj.key, lake.iter_lines(obj.key))
+            correlation_id, lines = lake.open_lines(obj.key)
+            loader.feed(obj.key, lines, correlation_id)
             if i % 50 == 0 or i == len(objects):
                 context.log.info(f"read {i}/{len(objects)} raw objects")
         report = loader.finish()

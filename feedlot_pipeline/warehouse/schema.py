@@ -36,6 +36,9 @@ UTC_TIMESTAMP = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "
 LONG_TEXT = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 _MYSQL = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 
+# The ingest's trace id (the landed object's correlation-id metadata); longer ones are cut.
+CORRELATION_ID_CHARS = 200
+
 metadata = sa.MetaData()
 
 historico_consumo = sa.Table(
@@ -57,6 +60,7 @@ historico_consumo = sa.Table(
     sa.Column("regra_consumo_meta", sa.String(64), nullable=False),
     sa.Column("raw_object_key", sa.String(512), nullable=False),
     sa.Column("row_ts", UTC_TIMESTAMP, nullable=False),
+    sa.Column("correlation_id", sa.String(CORRELATION_ID_CHARS), nullable=True),
     sa.Index("ix_historico_consumo_fazenda_data", "fazenda", "data"),
     **_MYSQL,
 )
@@ -73,6 +77,7 @@ historico_consumo_rejeitados = sa.Table(
     sa.Column("cod_cliente", sa.String(64), nullable=True),
     sa.Column("raw_record", LONG_TEXT, nullable=False),
     sa.Column("rejected_at", UTC_TIMESTAMP, nullable=False),
+    sa.Column("correlation_id", sa.String(CORRELATION_ID_CHARS), nullable=True),
     sa.Index("ix_historico_consumo_rejeitados_fazenda_dia", "fazenda", "dia"),
     **_MYSQL,
 )

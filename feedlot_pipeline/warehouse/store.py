@@ -35,9 +35,12 @@ from feedlot_pipeline.warehouse.schema import (
 )
 
 UTC = timezone.utc
-# Columns whose change makes a reloaded record an update. raw_object_key and row_ts are lineage:
-# a redelivery of the same data from another object changes neither.
-DATA_COLUMNS = tuple(c for c in WAREHOUSE_COLUMNS[1:] if c not in ("raw_object_key", "row_ts"))
+# Columns whose change makes a reloaded record an update. The rest is lineage (where and when
+# the row came from): a redelivery of the same data in another object changes none of it.
+LINEAGE_COLUMNS = ("raw_object_key", "row_ts", "correlation_id")
+DATA_COLUMNS = tuple(c for c in WAREHOUSE_COLUMNS[1:] if c not in LINEAGE_COLUMNS)
+# Columns a loaded row always has (correlation_id is optional: not every ingest carries one).
+REQUIRED_COLUMNS = tuple(c for c in WAREHOUSE_COLUMNS if c != "correlation_id")
 # Limits of historico_consumo_rejeitados, applied before writing so a hostile line cannot fail
 # the load: raw_record is MEDIUMTEXT (16 MiB) on MySQL.
 MAX_RAW_RECORD_CHARS = 1_000_000
@@ -51,6 +54,7 @@ _PG_COPY_TYPES = [
     "timestamptz",  # data
     *["text"] * 4,  # cod_cliente, fazenda, regra_consumo_meta, raw_object_key
     "timestamptz",  # row_ts
+    "text",  # correlation_id
 ]
 _PG_STAGE = "feedlot_stage_consumo"
 _COPY_BLOCK = 1 << 20
@@ -105,6 +109,7 @@ class Rejection:
     cod_cliente: str | None = None
     fazenda: str | None = None
     dia: date | None = None
+    correlation_id: str | None = None
 
 
 # --- connections -------------------------------------------------------------------------------
@@ -424,6 +429,7 @@ class Warehouse:
             "cod_cliente": None if r.cod_cliente is None else _cap(r.cod_cliente, 64)[:64],
             "raw_record": _cap(r.raw_record, MAX_RAW_RECORD_CHARS),
             "rejected_at": now,
+            "correlation_id": None if r.correlation_id is None else r.correlation_id[:200],
         }
 
     def _upsert_rejection_values(self, conn: sa.Connection, values: list[dict]) -> None:
@@ -468,7 +474,7 @@ class Warehouse:
             h.c.data < self._ts(start + timedelta(days=1)),
         )
         null_counts = [
-            sa.func.sum(sa.case((h.c[name].is_(None), 1), else_=0)) for name in WAREHOUSE_COLUMNS
+            sa.func.sum(sa.case((h.c[name].is_(None), 1), else_=0)) for name in REQUIRED_COLUMNS
         ]
         rj = historico_consumo_rejeitados
         with self.engine.connect() as conn:
@@ -499,7 +505,7 @@ class Warehouse:
             "rows": int(counts[0]),
             "distinct_ids": int(counts[1]),
             "nulls": {
-                name: int(n or 0) for name, n in zip(WAREHOUSE_COLUMNS, counts[2:], strict=True)
+                name: int(n or 0) for name, n in zip(REQUIRED_COLUMNS, counts[2:], strict=True)
             },
             "consumo_meta_mismatches": mismatches,
             "unknown_rules": sorted(unknown),
@@ -549,7 +555,7 @@ def _mysql_row(row: tuple) -> tuple:
         data = data.astimezone(UTC).replace(tzinfo=None)
     if row_ts.tzinfo is not None:
         row_ts = row_ts.astimezone(UTC).replace(tzinfo=None)
-    return (*row[:10], data, *row[11:15], row_ts)
+    return (*row[:10], data, *row[11:15], row_ts, *row[16:])
 
 
 # --- SQL ---------------------------------------------------------------------------------------
@@ -585,6 +591,7 @@ SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FR
 """
 _REJECT_COLUMNS = tuple(c.name for c in historico_consumo_rejeitados.columns)
 _PG_REJECT_TYPES = ["text", "int4", "text", "date", "text", "text", "text", "text", "timestamptz"]
+_PG_REJECT_TYPES.append("text")  # correlation_id
 _PG_REJECT_STAGE = "feedlot_stage_rejeitados"
 _PG_REJECT_STAGE_DDL = (
     f"CREATE TEMP TABLE IF NOT EXISTS {_PG_REJECT_STAGE} "
@@ -607,6 +614,7 @@ _MYSQL_UPSERT_SQL = (
     " ON DUPLICATE KEY UPDATE "
     f"row_ts = IF({_MYSQL_CHANGED}, VALUES(row_ts), row_ts), "
     f"raw_object_key = IF({_MYSQL_CHANGED}, VALUES(raw_object_key), raw_object_key), "
+    f"correlation_id = IF({_MYSQL_CHANGED}, VALUES(correlation_id), correlation_id), "
     + ", ".join(f"{c} = VALUES({c})" for c in DATA_COLUMNS)
 )
 _MYSQL_COUNT_SQL = "SELECT COUNT(*) FROM historico_consumo WHERE id_treated_data IN"

@@ -79,7 +79,13 @@ def test_load_is_idempotent_and_checks_pass(aws, warehouse_url, instance) -> Non
     settings, _ = aws
     records = batch()
     land_records(
-        records, source="sns", event_id="e1", clients=CLIENTS, settings=settings, received_at=NOW
+        records,
+        source="sns",
+        event_id="e1",
+        clients=CLIENTS,
+        settings=settings,
+        received_at=NOW,
+        correlation_id="trace-e1",
     )
     first = materialize(instance, settings, warehouse_url)
     assert first.success
@@ -106,6 +112,20 @@ def test_load_is_idempotent_and_checks_pass(aws, warehouse_url, instance) -> Non
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM historico_consumo")).scalar() == valid
         ids = conn.execute(text("SELECT id_curral FROM historico_consumo")).scalars().all()
+        # The ingest's correlation id follows each record: the first landing's on every row
+        # (the redelivery changed nothing), each landing's own on its rejections.
+        row_traces = conn.execute(text("SELECT DISTINCT correlation_id FROM historico_consumo"))
+        rejected_traces = conn.execute(
+            text(
+                "SELECT correlation_id, count(*) FROM historico_consumo_rejeitados "
+                "GROUP BY correlation_id"
+            )
+        )
+        assert row_traces.scalars().all() == ["trace-e1"]
+        assert dict(rejected_traces.all()) == {
+            "trace-e1": len(records) - valid,
+            "e2": len(records),
+        }
     engine.dispose()
     assert set(ids) == {"25994051003275"}  # 14-digit ids intact, as text
 

@@ -26,7 +26,7 @@ HOSTILE = "x'); DROP TABLE clientes;--"
 
 
 def rows_of(n: int, row_ts: datetime = T0, seed: int = 7) -> list[tuple]:
-    return [clean(r, CLIENTS, DEFAULT_RULE, KEY, row_ts) for r in generate(n, seed=seed)]
+    return [clean(r, CLIENTS, DEFAULT_RULE, KEY, row_ts, "corr-1") for r in generate(n, seed=seed)]
 
 
 def fetch(wh: Warehouse, sql: str, **params) -> list[tuple]:
@@ -50,15 +50,24 @@ def test_upsert_is_idempotent_and_keeps_row_ts(wh: Warehouse) -> None:
     # One record changes: exactly one update, with the new processing time and lineage.
     changed = list(rows_of(300, T1))
     target = changed[17]
-    changed[17] = (*target[:8], target[8] + 1.0, *target[9:14], "other/key.jsonl", T1)
+    changed[17] = (*target[:8], target[8] + 1.0, *target[9:14], "other/key.jsonl", T1, "corr-2")
+    # Lineage alone (another object, another correlation id) is not a change.
+    changed[18] = (*changed[18][:14], "other/key.jsonl", T1, "corr-2")
     assert wh.upsert_consumo(changed) == LoadCounts(updated=1, unchanged=299)
     (row,) = fetch(
         wh,
-        "SELECT consumo_real, raw_object_key, row_ts FROM historico_consumo "
+        "SELECT consumo_real, raw_object_key, row_ts, correlation_id FROM historico_consumo "
         "WHERE id_treated_data = :id",
         id=target[0],
     )
     assert row[0] == target[8] + 1.0 and row[1] == "other/key.jsonl" and as_utc(row[2]) == T1
+    assert row[3] == "corr-2"
+    (kept,) = fetch(
+        wh,
+        "SELECT raw_object_key, correlation_id FROM historico_consumo WHERE id_treated_data = :id",
+        id=changed[18][0],
+    )
+    assert kept == (rows[18][14], rows[18][16])
     others = fetch(wh, "SELECT count(*) FROM historico_consumo WHERE row_ts = :t", t=wh._ts(T0))
     assert others == [(299,)]
 
@@ -239,4 +248,5 @@ def test_from_env(warehouse_url: str) -> None:
 
 
 def test_columns_in_order() -> None:
-    assert WAREHOUSE_COLUMNS[0] == "id_treated_data" and WAREHOUSE_COLUMNS[-1] == "row_ts"
+    assert WAREHOUSE_COLUMNS[0] == "id_treated_data"
+    assert WAREHOUSE_COLUMNS[-2:] == ("row_ts", "correlation_id")
