@@ -10,7 +10,9 @@ Steps, all on the same database server:
 4. (b) COPY the same rows, already parsed and cleaned before the clock starts (chunk by chunk, so
    memory stays bounded), into scratch tables with the same columns: one with no index, one with
    the same primary key and indexes as historico_consumo (on MySQL: batched plain INSERTs);
-5. (c) reload the same file through the load path: it must insert and update nothing.
+5. (c) reload the same file through the load path: it must insert and update nothing;
+6. (d) on the server alone, ``INSERT … SELECT`` the plain scratch rows into a table with the
+   primary key and indexes: what the key costs the server, the ceiling of any load path.
 
 Exits 1 when the reload wrote rows. Figures depend on the machine: compare runs on one machine.
 """
@@ -185,9 +187,30 @@ def _copy_baseline(url: str, path: Path, chunk_rows: int) -> dict[str, float]:
                             sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
                             cur.executemany(sql, prepared)
                 seconds[label] += time.perf_counter() - started
+        seconds["server_indexed"] = _server_only_insert(warehouse, tables["plain"])
         return {**seconds, "rows": rows, "dialect": warehouse.dialect}
     finally:
         warehouse.dispose()
+
+
+def _server_only_insert(warehouse: Any, plain_table: str) -> float:
+    """Seconds the server alone takes to put the rows into a table with the PK and indexes.
+
+    ``INSERT … SELECT`` from the plain scratch table: no client, no parsing, no network. It is
+    the floor of any load path that keeps historico_consumo's primary key.
+    """
+    from sqlalchemy import text
+
+    table = "bench_server_indexed"
+    with warehouse.engine.begin() as conn:
+        if warehouse.dialect == "postgresql":
+            conn.execute(text(f"CREATE TABLE {table} (LIKE historico_consumo INCLUDING ALL)"))
+        else:
+            conn.execute(text(f"CREATE TABLE {table} LIKE historico_consumo"))
+    started = time.perf_counter()
+    with warehouse.engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO {table} SELECT * FROM {plain_table}"))
+    return time.perf_counter() - started
 
 
 # --- the command --------------------------------------------------------------------------------
@@ -269,11 +292,13 @@ def _print(records: int, first: dict, baseline: dict, reload: dict) -> None:
     load_rate = first["landed"] / first["seconds"]
     plain_rate = valid / baseline["plain"]
     indexed_rate = valid / baseline["indexed"]
+    server_rate = valid / baseline["server_indexed"]
     rows = [
         ("(a) load path, first load", first["seconds"], load_rate, first),
         (f"(b) {how}, plain scratch", baseline["plain"], plain_rate, None),
         (f"    {how}, indexed scratch", baseline["indexed"], indexed_rate, None),
         ("(c) load path, reload", reload["seconds"], reload["landed"] / reload["seconds"], reload),
+        ("(d) server only, indexed", baseline["server_indexed"], server_rate, None),
     ]
     click.echo(
         f"records {records:,}: {first['loaded']:,} valid, {first['rejected']:,} rejected "
@@ -288,12 +313,16 @@ def _print(records: int, first: dict, baseline: dict, reload: dict) -> None:
             )
         elif label.endswith("plain scratch"):
             line += "   same columns, no index"
+        elif label.startswith("(d)"):
+            line += "   INSERT … SELECT from (b) into a copy with the PK and indexes: no client"
         else:
             line += "   same columns, primary key and indexes"
         click.echo(line)
     click.echo(
         f"\nload / {how} plain   = {load_rate / plain_rate:.2f}\n"
         f"load / {how} indexed = {load_rate / indexed_rate:.2f}\n"
+        f"server only / {how} plain = {server_rate / plain_rate:.2f}   (the ceiling of any "
+        "load path that keeps the primary key)\n"
         f"reload time / first load time = {reload['seconds'] / first['seconds']:.2f}\n"
         f"rows inserted on reload = {reload['inserted']}"
     )

@@ -12,3 +12,4 @@ def test_bench_runs_and_reload_inserts_nothing(pg_server_url: str) -> None:
     assert result.exit_code == 0, result.output
     assert "rows inserted on reload = 0" in result.output
     assert "load / COPY plain" in result.output and "peak RSS" in result.output
+    assert "(d) server only, indexed" in result.output
