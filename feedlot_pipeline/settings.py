@@ -22,6 +22,19 @@ DEFAULTS: dict[str, str] = {
     "FEEDLOT_SENSOR_MAX_NOTICES": "200",
     "FEEDLOT_CONSUMO_META_RULE": "peso_medio_pct_1_76",
     "FEEDLOT_PARTITION_START": "2020-01-01",
+    "FEEDLOT_INGEST_API_MAX_BODY_BYTES": "1048576",
+    "FEEDLOT_FIREHOSE_STREAM": "feedlot-consumption-firehose",
+    "FEEDLOT_LANDING_INPUT_PREFIX": "incoming/",
+    "FEEDLOT_FILE_DROPS_TOPIC": "feedlot-file-drops",
+    "FEEDLOT_FILEDROP_MAX_BYTES": "52428800",
+    "FEEDLOT_FILEDROP_CHUNK_RECORDS": "5000",
+    "FEEDLOT_FILEDROP_MAX_RECORD_BYTES": "1048576",
+    "FEEDLOT_LARGE_FILE_QUEUE": "feedlot-large-files",
+    "FEEDLOT_LARGE_FILE_DLQ": "feedlot-large-files-dlq",
+    "FEEDLOT_FAILURE_TOPIC": "feedlot-failures",
+    "FEEDLOT_FAILURES_INBOX": "feedlot-failures-inbox",
+    "FEEDLOT_WORKER_WORKDIR": "/mnt/feedlot-data",
+    "FEEDLOT_WORKER_CHUNK_RECORDS": "20000",
 }
 
 DOCS: dict[str, str] = {
@@ -40,6 +53,36 @@ DOCS: dict[str, str] = {
     "FEEDLOT_SENSOR_MAX_NOTICES": "most notices the sensor drains in one tick",
     "FEEDLOT_CONSUMO_META_RULE": "name of the consumo_meta rule",
     "FEEDLOT_PARTITION_START": "first day of the daily partitions",
+    "FEEDLOT_INGEST_API_MAX_BODY_BYTES": "largest POST /consumo body the API accepts (413 above; "
+    "API Gateway itself stops at 10 MB)",
+    "FEEDLOT_INGEST_API_KEY": "API key of POST /consumo (x-api-key) for the local API gateway and "
+    "`feedlot produce --via api`; `feedlot local up` generates one",
+    "FEEDLOT_INGEST_API_KEY_PARAMETER": "SSM parameter holding the API key (used when "
+    "FEEDLOT_INGEST_API_KEY is unset)",
+    "FEEDLOT_INGEST_API_URL": "base URL of the ingest API (POST <url>/consumo); set by "
+    "`feedlot local up`",
+    "FEEDLOT_INGEST_API_PORT": "port of the local API gateway of `feedlot local up` (9020)",
+    "FEEDLOT_FIREHOSE_STREAM": "Firehose delivery stream of `feedlot produce --via firehose`",
+    "FEEDLOT_LANDING_INPUT_PREFIX": "prefix of the landing bucket where dropped files are "
+    "processed (ObjectCreated elsewhere is ignored); Firehose writes under <prefix>firehose/",
+    "FEEDLOT_FILE_DROPS_TOPIC": "SNS topic the landing bucket's ObjectCreated events go to "
+    "locally (moto cannot invoke Lambda; the Lambda bridge is subscribed at /s3)",
+    "FEEDLOT_FILEDROP_MAX_BYTES": "dropped files above this size go to the EC2 worker through "
+    "the large-file queue instead of the S3 Lambda; 0 = no limit",
+    "FEEDLOT_FILEDROP_CHUNK_RECORDS": "records per landing chunk of a dropped file (keep it "
+    "stable: chunk boundaries are part of the raw object keys)",
+    "FEEDLOT_FILEDROP_MAX_RECORD_BYTES": "largest single record (line, array element, CSV row) "
+    "of a dropped file; a longer one is landed as a rejected text marker",
+    "FEEDLOT_LARGE_FILE_QUEUE": "SQS queue of large dropped files for the worker bulk import",
+    "FEEDLOT_LARGE_FILE_DLQ": "dead-letter queue of the large-file queue",
+    "FEEDLOT_FAILURE_TOPIC": "SNS topic (name or ARN) that gets a structured document for every "
+    "whole event that could not be processed (source, stage, reason, payload, event id, time)",
+    "FEEDLOT_FAILURES_INBOX": "SQS queue subscribed to the failure topic (raw delivery) so failure "
+    "documents can be read: `feedlot dlq list --queue feedlot-failures-inbox`",
+    "FEEDLOT_WORKER_WORKDIR": "work dir of worker jobs (the EC2 instance's EBS data volume): "
+    "temporary files under tmp/<job-id>/, job logs under logs/<job-id>.log",
+    "FEEDLOT_WORKER_CHUNK_RECORDS": "records per chunk of the worker's bulk import (keep it "
+    "stable: chunk numbers are part of the raw object keys, so a re-import maps to the same keys)",
 }
 
 

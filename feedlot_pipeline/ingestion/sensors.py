@@ -23,6 +23,7 @@ import dagster as dg
 from feedlot_pipeline.aws import client
 from feedlot_pipeline.core.lake import LandingNotice
 from feedlot_pipeline.ingestion.assets import RAW_CONSUMPTION
+from feedlot_pipeline.ingestion.failures import report_failure
 from feedlot_pipeline.ingestion.partitions import (
     DAY_DIMENSION,
     farm_day_key,
@@ -60,14 +61,44 @@ def _run_recorded(instance: dg.DagsterInstance, run_key: str) -> bool:
     return bool(instance.get_run_records(dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1))
 
 
-def _to_dlq(sqs: Any, dlq_url: str, body: str, reason: str, message_id: str) -> None:
+def _to_dlq(
+    sqs: Any,
+    dlq_url: str,
+    body: str,
+    reason: str,
+    message_id: str,
+    stage: str = "consumption_events_sensor",
+) -> None:
     sqs.send_message(
         QueueUrl=dlq_url,
         MessageBody=body if body else "<empty>",
         MessageAttributes={
             "reason": {"DataType": "String", "StringValue": reason[:1000]},
-            "stage": {"DataType": "String", "StringValue": "consumption_events_sensor"},
+            "stage": {"DataType": "String", "StringValue": stage},
             "original_message_id": {"DataType": "String", "StringValue": message_id},
+        },
+    )
+
+
+def park_poison(
+    sqs: Any, queue_url: str, dlq: str, dlq_url: str, msg: dict, reason: str, stage: str
+) -> None:
+    """A message no sensor can use: to the DLQ with its reason, off the queue, and reported.
+
+    Sent before it is deleted, so a crash in between leaves it in both places, never in neither;
+    then a failure document goes to the failure topic (``report_failure`` never raises).
+    """
+    _to_dlq(sqs, dlq_url, msg["Body"], reason, msg["MessageId"], stage)
+    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=msg["ReceiptHandle"])
+    report_failure(
+        source="sensor",
+        stage=stage,
+        reason=reason,
+        payload=msg["Body"],
+        event_id=msg["MessageId"],
+        details={
+            "dead_letter_queue": dlq,
+            "receive_count": msg.get("Attributes", {}).get("ApproximateReceiveCount"),
         },
     )
 
@@ -126,8 +157,15 @@ def build_consumption_events_sensor(job: Any) -> dg.SensorDefinition:
                 if not _day_exists(notice.dia):
                     raise ValueError(f"day {notice.dia} has no partition")
             except ValueError as err:
-                _to_dlq(sqs, sensor_queue.dlq_url(), msg["Body"], str(err), msg["MessageId"])
-                sqs.delete_message(QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"])
+                park_poison(
+                    sqs,
+                    url,
+                    sensor_queue.dlq,
+                    sensor_queue.dlq_url(),
+                    msg,
+                    str(err),
+                    "consumption_events_sensor",
+                )
                 context.log.warning(f"notice {msg['MessageId']} sent to the DLQ: {err}")
                 poison += 1
                 continue

@@ -88,6 +88,8 @@ def core(moto_endpoint: str) -> Iterator[dict]:
         "SensorQueueName": f"{tag}-sensor",
         "SensorDlqName": f"{tag}-sensor-dlq",
         "SnsHandlerFailureQueueName": f"{tag}-sns-failures",
+        "FailureTopicName": f"{tag}-failures",
+        "FailuresInboxName": f"{tag}-failures-inbox",
         "LambdaCodeBucket": artifacts,
         "LambdaCodeKey": "lambda/sns_handler.zip",
         "WarehouseSecretArn": SECRET_ARN,
@@ -178,7 +180,7 @@ def test_lambda_role_resolves_to_this_stacks_arns(core: dict) -> None:
     by_sid = {s["Sid"]: s for s in document["Statement"]}
     assert by_sid["WriteRawZone"]["Resource"] == f"{out['LakeBucketArn']}/historico_diario/*"
     assert by_sid["NotifySensorQueue"]["Resource"] == out["SensorQueueArn"]
-    assert by_sid["OnFailureDestination"]["Resource"] == out["SnsHandlerFailureQueueArn"]
+    assert by_sid["OnFailureDestination"]["Resource"] == out["FailureTopicArn"]
     assert by_sid["OwnLogGroupOnly"]["Resource"].endswith(
         f":log-group:/aws/lambda/{out['SnsHandlerFunctionName']}:*"
     )
@@ -230,7 +232,8 @@ def test_stack_env_script_prints_exports(core: dict, capsys: pytest.CaptureFixtu
     out = _outputs(core["stack"])
     assert f"export FEEDLOT_LAKE_BUCKET={core['names']['LakeBucketName']}" in lines
     assert f"export FEEDLOT_SENSOR_QUEUE={out['SensorQueueUrl']}" in lines
-    assert len(lines) == 7 and all(line.startswith("export ") for line in lines)
+    assert f"export FEEDLOT_FAILURE_TOPIC={out['FailureTopicArn']}" in lines
+    assert len(lines) == 9 and all(line.startswith("export ") for line in lines)
 
 
 @pytest.mark.parametrize("service", ["ec2.amazonaws.com", "ecs-tasks.amazonaws.com"])

@@ -51,6 +51,8 @@ CORE_ENV = {
     "FEEDLOT_RECORDS_TOPIC",
     "FEEDLOT_SENSOR_QUEUE",
     "FEEDLOT_SENSOR_DLQ",
+    "FEEDLOT_FAILURE_TOPIC",
+    "FEEDLOT_FAILURES_INBOX",
 }
 
 
@@ -90,7 +92,7 @@ def test_every_template_has_rules_to_check() -> None:
     # The rules above pass vacuously on a template without policies; make sure they have work.
     assert list(identity_policies(CORE)) and list(identity_policies(IAM))
     assert len(list(resources(CORE, "AWS::S3::Bucket"))) == 3
-    assert len(list(resources(CORE, "AWS::SQS::Queue"))) == 3
+    assert len(list(resources(CORE, "AWS::SQS::Queue"))) == 4
 
 
 # --- the rules catch what they are for ----------------------------------------------------------
@@ -295,7 +297,12 @@ def test_sns_handler_function_wiring() -> None:
     assert subscription["Protocol"] == "lambda"
     assert render(subscription["TopicArn"]) == "${RecordsTopic}"
     on_failure = res["SnsHandlerAsyncConfig"]["Properties"]["DestinationConfig"]["OnFailure"]
-    assert render(on_failure["Destination"]) == "${SnsHandlerFailureQueue.Arn}"
+    # Failed events go to the failure topic, whose subscription (filtered on this function's
+    # ARN) still parks them in the handler's own failure queue.
+    assert render(on_failure["Destination"]) == "${FailureTopic}"
+    parked = res["SnsHandlerFailureSubscription"]["Properties"]
+    assert render(parked["Endpoint"]) == "${SnsHandlerFailureQueue.Arn}"
+    assert parked["RawMessageDelivery"] is True
 
 
 def _grants(document: dict) -> dict[str, set[str]]:
@@ -318,7 +325,8 @@ def test_sns_handler_role_is_scoped() -> None:
     assert grants["s3:GetObject"] == raw_zone
     # Only for HeadObject to answer 404 on a missing key (see the comment in core.yaml).
     assert grants["s3:ListBucket"] == {"${LakeBucket.Arn}"}
-    assert grants["sqs:SendMessage"] == {"${SensorQueue.Arn}", "${SnsHandlerFailureQueue.Arn}"}
+    assert grants["sqs:SendMessage"] == {"${SensorQueue.Arn}"}
+    assert grants["sns:Publish"] == {"${FailureTopic}"}  # the on-failure destination
     assert grants["secretsmanager:GetSecretValue"] == {"${WarehouseSecretArn}"}
     log_streams = grants["logs:PutLogEvents"]
     assert len(log_streams) == 1 and "log-group:${SnsHandlerLogGroup}:*" in log_streams.pop()
@@ -329,6 +337,7 @@ def test_sns_handler_role_is_scoped() -> None:
         "s3:PutObject",
         "s3:ListBucket",
         "sqs:SendMessage",
+        "sns:Publish",
         "secretsmanager:GetSecretValue",
     }
 

@@ -1,0 +1,156 @@
+"""``feedlot dlq list | show | redrive`` against real queues on the moto server."""
+
+from __future__ import annotations
+
+import json
+
+import dagster as dg
+import pytest
+from click.testing import CliRunner, Result
+
+from feedlot_pipeline.aws import client
+from feedlot_pipeline.cli import main
+from feedlot_pipeline.ingestion.failures import report_failure
+from feedlot_pipeline_tests.ingestion.test_failures import failures_aws  # noqa: F401 - fixture
+from feedlot_pipeline_tests.ingestion.test_sensor import land, record, tick
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(main, ["dlq", *args], catch_exceptions=False)
+
+
+def depth(url: str) -> tuple[int, int]:
+    """(visible, in flight) messages of a queue."""
+    attrs = client("sqs").get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]), int(
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def dead_letter(url: str, body: str, reason: str) -> str:
+    """A message as the sensor's _to_dlq writes it."""
+    return client("sqs").send_message(
+        QueueUrl=url,
+        MessageBody=body,
+        MessageAttributes={
+            "reason": {"DataType": "String", "StringValue": reason},
+            "stage": {"DataType": "String", "StringValue": "consumption_events_sensor"},
+            "original_message_id": {"DataType": "String", "StringValue": "orig-1"},
+        },
+    )["MessageId"]
+
+
+@pytest.fixture()
+def dlq_with_two(aws):
+    settings, prov = aws
+    a = dead_letter(prov.dlq_url, '{"type": "raw_landing", "version": 7}', "unsupported version 7")
+    b = dead_letter(prov.dlq_url, "{not json", "notice is not JSON: unexpected character")
+    return settings, prov, a, b
+
+
+def test_list_shows_reasons_and_consumes_nothing(dlq_with_two) -> None:
+    _, prov, a, b = dlq_with_two
+    result = run("list")
+    assert result.exit_code == 0, result.output
+    assert "2 message(s)" in result.output
+    assert a in result.output and b in result.output
+    assert "unsupported version 7" in result.output
+    assert "notice is not JSON" in result.output
+    assert "consumption_events_sensor" in result.output
+    assert "{not json" in result.output  # the preview
+    assert depth(prov.dlq_url) == (2, 0)  # visible again at once, nothing deleted
+
+    rows = [json.loads(line) for line in run("list", "--json").output.splitlines()]
+    assert {r["id"] for r in rows} == {a, b}
+    assert all(r["receive_count"] >= 1 for r in rows)  # peeking counts as a receive
+    assert depth(prov.dlq_url) == (2, 0)
+
+
+def test_show_prints_one_message_in_full(dlq_with_two) -> None:
+    _, prov, a, _ = dlq_with_two
+    result = run("show", a)
+    assert result.exit_code == 0, result.output
+    assert f"id:             {a}" in result.output
+    assert "attribute reason: unsupported version 7" in result.output
+    assert "attribute original_message_id: orig-1" in result.output
+    assert '"version": 7' in result.output  # pretty-printed body
+    assert depth(prov.dlq_url) == (2, 0)
+
+    missing = CliRunner().invoke(main, ["dlq", "show", "no-such-id"])
+    assert missing.exit_code == 1
+    assert "no message no-such-id" in missing.output
+
+
+def test_redrive_one_id_moves_only_that_message(dlq_with_two) -> None:
+    _, prov, a, b = dlq_with_two
+    dry = run("redrive", a, "--dry-run")
+    assert "dry run: 1 message(s) would move" in dry.output
+    assert depth(prov.dlq_url) == (2, 0) and depth(prov.queue_url) == (0, 0)
+
+    result = run("redrive", a)
+    assert result.exit_code == 0, result.output
+    assert "1 moved, 0 failed, 0 duplicated, 0 not found" in result.output
+    assert depth(prov.dlq_url) == (1, 0)
+    (moved,) = client("sqs").receive_message(
+        QueueUrl=prov.queue_url, MessageAttributeNames=["All"]
+    )["Messages"]
+    assert moved["Body"] == '{"type": "raw_landing", "version": 7}'
+    attrs = moved["MessageAttributes"]
+    assert attrs["dlq_message_id"]["StringValue"] == a
+    assert "reason" not in attrs  # the old failure does not travel with the retry
+    assert run("list", "--json").output.count(b) == 1
+
+
+def test_redrive_all_and_unknown_ids(dlq_with_two) -> None:
+    _, prov, _, _ = dlq_with_two
+    unknown = CliRunner().invoke(main, ["dlq", "redrive", "nope"])
+    assert unknown.exit_code == 1
+    assert "not found" in unknown.output
+    assert depth(prov.dlq_url) == (2, 0)
+    assert CliRunner().invoke(main, ["dlq", "redrive"]).exit_code == 2  # IDs or --all
+
+    result = run("redrive", "--all")
+    assert "2 moved" in result.output
+    assert depth(prov.dlq_url) == (0, 0)
+    assert depth(prov.queue_url) == (2, 0)
+
+
+def test_redriven_notice_is_processed_by_the_sensor(aws) -> None:
+    """A good notice parked in the DLQ (e.g. after maxReceiveCount) runs once redriven."""
+    settings, prov = aws
+    sqs = client("sqs")
+    land(settings, "late", [record()])
+    (notice,) = sqs.receive_message(QueueUrl=prov.queue_url)["Messages"]
+    sqs.send_message(QueueUrl=prov.dlq_url, MessageBody=notice["Body"])  # what SQS's redrive does
+    sqs.delete_message(QueueUrl=prov.queue_url, ReceiptHandle=notice["ReceiptHandle"])
+
+    assert "1 moved" in run("redrive", "--all").output
+    with dg.instance_for_test() as instance:
+        result = tick(instance, settings)
+    assert [r.partition_key for r in result.run_requests] == ["2023-01-01|fazenda_um"]
+    assert depth(prov.dlq_url) == (0, 0)
+
+
+def test_failures_inbox_lists_documents_by_their_reason(failures_aws) -> None:  # noqa: F811
+    _, prov = failures_aws
+    report_failure(source="sensor", stage="parse", reason="bad shape", payload="x", event_id="e9")
+    result = run("list", "--queue", prov.failures_inbox_url)
+    assert result.exit_code == 0, result.output
+    assert "1 message(s)" in result.output
+    assert "bad shape" in result.output and "parse" in result.output
+    (row,) = [
+        json.loads(x)
+        for x in run("list", "--queue", prov.failures_inbox_url, "--json").output.splitlines()
+    ]
+    shown = run("show", "--queue", prov.failures_inbox_url, row["id"])
+    assert '"event_id": "e9"' in shown.output
+    assert "payload (parsed):" in shown.output
+
+
+def test_missing_queue_is_a_clear_error(moto_endpoint: str) -> None:
+    result = CliRunner().invoke(main, ["dlq", "list", "--queue", "no-such-queue-xyz"])
+    assert result.exit_code == 1
+    assert "queue 'no-such-queue-xyz' does not exist" in result.output
