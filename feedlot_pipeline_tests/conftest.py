@@ -61,6 +61,12 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch):
         ("FEEDLOT_RECORDS_TOPIC", "records"),
         ("FEEDLOT_SENSOR_QUEUE", "sensor"),
         ("FEEDLOT_SENSOR_DLQ", "sensor-dlq"),
+        ("FEEDLOT_FILE_DROPS_TOPIC", "drops"),
+        ("FEEDLOT_LARGE_FILE_QUEUE", "large"),
+        ("FEEDLOT_LARGE_FILE_DLQ", "large-dlq"),
+        ("FEEDLOT_FIREHOSE_STREAM", "firehose"),
+        ("FEEDLOT_FAILURE_TOPIC", "failures"),
+        ("FEEDLOT_FAILURES_INBOX", "failures-inbox"),
     ]:
         monkeypatch.setenv(var, f"t{tag}-{base}")
     settings = Settings()

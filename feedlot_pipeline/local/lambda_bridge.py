@@ -41,6 +41,11 @@ DEFAULT_RETRY_SECONDS = (1.0, 2.0)  # Lambda retries an async event twice (after
 DEFAULT_CONCURRENCY = 4
 DEFAULT_TIMEOUT_SECONDS = 60.0
 SNS_PATH = "/sns"
+# S3 ObjectCreated → SNS topic feedlot-file-drops → this path: the SNS message is the S3 event,
+# which the S3 Lambda receives unwrapped, exactly as S3 would deliver it to a Lambda.
+S3_PATH = "/s3"
+DEFAULT_S3_HANDLER = "feedlot_pipeline.lambdas.s3_handler:handler"
+DEFAULT_S3_FUNCTION_NAME = "feedlot-s3-landing"
 MAX_BODY_BYTES = 1024 * 1024  # an SNS notification is at most ~256 KiB of message plus envelope
 
 Handler = Callable[[dict, Any], Any]
@@ -347,7 +352,37 @@ class Invoker:
                 }
             },
         )
+        self._report(inv, condition, path)
         return path
+
+    def _report(self, inv: _Invocation, condition: str, path: Path) -> None:
+        """Publish the failure document, as the deployed function's OnFailure destination does."""
+        from feedlot_pipeline.ingestion.failures import report_failure
+
+        error = inv.last_error or {}
+        message_id = report_failure(
+            source=self.function_name,
+            stage="lambda",
+            reason=f"{condition}: {error.get('errorType')}: {error.get('errorMessage')}",
+            payload=inv.event,
+            event_id=inv.message_id,
+            details={
+                "handler": self.handler_spec,
+                "request_id": inv.request_id,
+                "correlation_id": inv.correlation_id,
+                "attempts": inv.attempts,
+                "condition": condition,
+                "failure_record": str(path),
+            },
+        )
+        fields = {"request_id": inv.request_id, "event_id": inv.message_id}
+        if message_id is None:
+            self.log.error("failure document not published", extra={"fields": fields})
+        else:
+            self.log.info(
+                "failure document published",
+                extra={"fields": fields | {"failure_message_id": message_id}},
+            )
 
     def _done(self, inv: _Invocation) -> bool:
         """Mark finished (caller holds the lock); False when it already was."""
@@ -434,6 +469,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if missing:
             self._reply(HTTPStatus.BAD_REQUEST, {"error": f"notification lacks {missing}"})
             return
+        if self.path.split("?")[0] == S3_PATH:
+            s3_request_id = bridge.s3_notification(body)
+            if s3_request_id is None:
+                self._reply(HTTPStatus.BAD_REQUEST, {"error": "message is not an S3 event"})
+            else:
+                self._reply(HTTPStatus.OK, {"requestId": s3_request_id})
+            return
         request_id = bridge.notification(body, self.headers.get("x-amz-sns-subscription-arn"))
         self._reply(HTTPStatus.OK, {"requestId": request_id})
 
@@ -468,6 +510,7 @@ class LambdaBridge:
         retry_seconds: tuple[float, ...] | None = None,
         concurrency: int | None = None,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+        s3_handler: str | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.host = host
@@ -488,6 +531,20 @@ class LambdaBridge:
             timeout_seconds=timeout_seconds,
             region=region,
         )
+        self.s3_handler_spec = (
+            s3_handler or os.environ.get("FEEDLOT_S3_HANDLER") or DEFAULT_S3_HANDLER
+        )
+        self.s3_invoker = Invoker(
+            self.s3_handler_spec,
+            self.state_dir / "lambda-failures",
+            self.log,
+            function_name=DEFAULT_S3_FUNCTION_NAME,
+            retry_seconds=self.invoker.retry_seconds,
+            concurrency=concurrency
+            or int(os.environ.get("FEEDLOT_LAMBDA_CONCURRENCY") or DEFAULT_CONCURRENCY),
+            timeout_seconds=timeout_seconds,
+            region=region,
+        )
         self._subscriptions: dict[str, str] = {}
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -497,6 +554,11 @@ class LambdaBridge:
     def endpoint(self) -> str:
         """The URL to subscribe to the topic with protocol ``http``."""
         return f"http://{self.host}:{self.port}{SNS_PATH}"
+
+    @property
+    def s3_endpoint(self) -> str:
+        """The URL to subscribe to the file-drops topic with protocol ``http``."""
+        return f"http://{self.host}:{self.port}{S3_PATH}"
 
     def start(self) -> LambdaBridge:
         self._server = _Server((self.host, self.port), _RequestHandler)
@@ -525,7 +587,16 @@ class LambdaBridge:
             self._server.shutdown()
             self._server.server_close()
         self.invoker.close(drain_seconds)
-        self.log.info("stopped", extra={"fields": asdict_stats(self.invoker.stats)})
+        self.s3_invoker.close(drain_seconds)
+        self.log.info(
+            "stopped",
+            extra={
+                "fields": {
+                    **asdict_stats(self.invoker.stats),
+                    "s3": asdict_stats(self.s3_invoker.stats),
+                }
+            },
+        )
         self.log.removeHandler(self._log_handler)
         self._log_handler.close()
 
@@ -556,6 +627,47 @@ class LambdaBridge:
         self.invoker.submit(
             event, body["MessageId"], corr, request_id, None if known else fill_subscription
         )
+        return request_id
+
+    def s3_notification(self, body: dict) -> str | None:
+        """Queue the S3 Lambda's event carried by one file-drops notification; None if none.
+
+        The SNS message is the S3 event notification (``Records`` of ``aws:s3``, or the
+        ``s3:TestEvent``); the handler gets it as is, as a Lambda subscribed to S3 would.
+        """
+        try:
+            event = json.loads(body["Message"])
+        except json.JSONDecodeError:
+            event = None
+        if not isinstance(event, dict) or not (
+            isinstance(event.get("Records"), list) or event.get("Event") == "s3:TestEvent"
+        ):
+            self.log.warning(
+                "file-drops notification without an S3 event",
+                extra={
+                    "fields": {"message_id": body["MessageId"], "message": body["Message"][:300]}
+                },
+            )
+            return None
+        request_id = str(uuid.uuid4())
+        keys = [
+            ((r.get("s3") or {}).get("object") or {}).get("key")
+            for r in event.get("Records") or []
+            if isinstance(r, dict)
+        ]
+        self.log.info(
+            "s3 event received",
+            extra={
+                "fields": {
+                    "request_id": request_id,
+                    "message_id": body["MessageId"],
+                    "topic_arn": body["TopicArn"],
+                    "event": event.get("Event") or "records",
+                    "keys": keys,
+                }
+            },
+        )
+        self.s3_invoker.submit(event, body["MessageId"], None, request_id)
         return request_id
 
     def confirmation(self, kind: str, body: dict) -> None:
@@ -605,6 +717,12 @@ class LambdaBridge:
             "uptime_s": round(time.time() - self._started_at, 1),
             "failures_dir": str(self.invoker.failures_dir),
             **asdict_stats(self.invoker.stats),
+            "s3": {
+                "endpoint": self.s3_endpoint,
+                "handler": self.s3_handler_spec,
+                "function_name": self.s3_invoker.function_name,
+                **asdict_stats(self.s3_invoker.stats),
+            },
         }
 
 

@@ -19,6 +19,14 @@ class Provisioned:
     queue_arn: str
     dlq_url: str
     dlq_arn: str
+    # File drops (S3 → SNS → Lambda bridge /s3), the large-file queue and Firehose.
+    file_drops_topic_arn: str = ""
+    large_file_queue_url: str = ""
+    large_file_dlq_url: str = ""
+    firehose_stream_arn: str = ""
+    # The failure topic and the queue subscribed to it (raw delivery) to read its documents.
+    failure_topic_arn: str = ""
+    failures_inbox_url: str = ""
 
 
 def provision(settings: Settings | None = None, max_receive_count: int = 5) -> Provisioned:
@@ -72,4 +80,172 @@ def provision(settings: Settings | None = None, max_receive_count: int = 5) -> P
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
         "Attributes"
     ]["QueueArn"]
-    return Provisioned(topic_arn, queue_url, queue_arn, dlq_url, dlq_arn)
+    drops = provision_file_drops(s, max_receive_count)
+    failure_topic_arn, failures_inbox_url = provision_failures()
+    return Provisioned(
+        topic_arn,
+        queue_url,
+        queue_arn,
+        dlq_url,
+        dlq_arn,
+        file_drops_topic_arn=drops.topic_arn,
+        large_file_queue_url=drops.large_file_queue_url,
+        large_file_dlq_url=drops.large_file_dlq_url,
+        firehose_stream_arn=drops.firehose_stream_arn,
+        failure_topic_arn=failure_topic_arn,
+        failures_inbox_url=failures_inbox_url,
+    )
+
+
+def provision_failures() -> tuple[str, str]:
+    """The failure topic and its inbox queue, subscribed with raw delivery: (topic ARN, URL).
+
+    Raw delivery puts the failure document itself in the queue (no SNS envelope), so
+    ``feedlot dlq list --queue feedlot-failures-inbox`` shows it as published.
+    """
+    from feedlot_pipeline.settings import env
+
+    topic_arn = client("sns").create_topic(Name=env("FEEDLOT_FAILURE_TOPIC"))["TopicArn"]
+    sqs = client("sqs")
+    inbox_url = sqs.create_queue(
+        QueueName=env("FEEDLOT_FAILURES_INBOX"),
+        Attributes={"MessageRetentionPeriod": "1209600"},
+    )["QueueUrl"]
+    inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    sqs.set_queue_attributes(
+        QueueUrl=inbox_url,
+        Attributes={
+            "Policy": json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Sid": "failure-topic-delivers",
+                            "Effect": "Allow",
+                            "Principal": {"Service": "sns.amazonaws.com"},
+                            "Action": "sqs:SendMessage",
+                            "Resource": inbox_arn,
+                            "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+                        }
+                    ],
+                }
+            )
+        },
+    )
+    client("sns").subscribe(  # idempotent: the same endpoint returns the same subscription
+        TopicArn=topic_arn,
+        Protocol="sqs",
+        Endpoint=inbox_arn,
+        Attributes={"RawMessageDelivery": "true"},
+    )
+    return topic_arn, inbox_url
+
+
+@dataclass(frozen=True)
+class FileDrops:
+    topic_arn: str
+    large_file_queue_url: str
+    large_file_dlq_url: str
+    firehose_stream_arn: str
+
+
+def provision_file_drops(s: Settings, max_receive_count: int = 5) -> FileDrops:
+    """What file drops need: events from the input prefix, the large-file queue, Firehose.
+
+    moto cannot invoke a Lambda, but it delivers bucket notifications to SNS, and SNS to http:
+    so ObjectCreated under the input prefix goes to the ``feedlot-file-drops`` topic, to which
+    ``feedlot local up`` subscribes the Lambda bridge at ``/s3``; the bridge hands the S3 event
+    to ``lambdas.s3_handler`` unchanged. On AWS the notification targets the Lambda directly.
+    Setting the configuration makes S3 send an ``s3:TestEvent`` (the handler ignores it).
+    Firehose delivers into ``<input prefix>firehose/`` of the landing bucket, so its objects take
+    the same path (moto's Firehose writes each PutRecordBatch as one object at once, and that
+    write raises the bucket's notifications like any other PutObject).
+    """
+    from feedlot_pipeline.settings import env
+
+    prefix = env("FEEDLOT_LANDING_INPUT_PREFIX")
+    sns = client("sns")
+    topic_arn = sns.create_topic(Name=env("FEEDLOT_FILE_DROPS_TOPIC"))["TopicArn"]
+    account = topic_arn.split(":")[4]
+    sns.set_topic_attributes(
+        TopicArn=topic_arn,
+        AttributeName="Policy",
+        AttributeValue=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Sid": "landing-bucket-publishes",
+                        "Effect": "Allow",
+                        "Principal": {"Service": "s3.amazonaws.com"},
+                        "Action": "SNS:Publish",
+                        "Resource": topic_arn,
+                        "Condition": {
+                            "ArnLike": {"aws:SourceArn": f"arn:aws:s3:::{s.landing_bucket}"},
+                            "StringEquals": {"aws:SourceAccount": account},
+                        },
+                    }
+                ],
+            }
+        ),
+    )
+    client("s3").put_bucket_notification_configuration(
+        Bucket=s.landing_bucket,
+        NotificationConfiguration={
+            "TopicConfigurations": [
+                {
+                    "Id": "feedlot-file-drops",
+                    "TopicArn": topic_arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
+                }
+            ]
+        },
+    )
+    sqs = client("sqs")
+    dlq_url = sqs.create_queue(
+        QueueName=env("FEEDLOT_LARGE_FILE_DLQ"),
+        Attributes={"MessageRetentionPeriod": "1209600"},
+    )["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    large_url = sqs.create_queue(
+        QueueName=env("FEEDLOT_LARGE_FILE_QUEUE"),
+        Attributes={
+            "VisibilityTimeout": "30",  # as the sensor queue: the sensor's pending discipline
+            "MessageRetentionPeriod": "1209600",
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
+            ),
+        },
+    )["QueueUrl"]
+    return FileDrops(topic_arn, large_url, dlq_url, _firehose(s, prefix, account))
+
+
+def _firehose(s: Settings, prefix: str, account: str) -> str:
+    """The delivery stream into ``<input prefix>firehose/`` (created once, then described)."""
+    from feedlot_pipeline.settings import env
+
+    firehose = client("firehose")
+    name = env("FEEDLOT_FIREHOSE_STREAM")
+    try:
+        found = firehose.describe_delivery_stream(DeliveryStreamName=name)
+        return found["DeliveryStreamDescription"]["DeliveryStreamARN"]
+    except firehose.exceptions.ResourceNotFoundException:
+        pass
+    return firehose.create_delivery_stream(
+        DeliveryStreamName=name,
+        DeliveryStreamType="DirectPut",
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": f"arn:aws:iam::{account}:role/feedlot-firehose-delivery",
+            "BucketARN": f"arn:aws:s3:::{s.landing_bucket}",
+            "Prefix": f"{prefix}firehose/",
+            # Outside the input prefix: a failed delivery is not re-read as a drop.
+            "ErrorOutputPrefix": "firehose-errors/!{firehose:error-output-type}/",
+            "BufferingHints": {"SizeInMBs": 5, "IntervalInSeconds": 60},
+            "CompressionFormat": "GZIP",
+        },
+    )["DeliveryStreamARN"]

@@ -1,0 +1,309 @@
+"""The S3 file-drop Lambda with the events moto's S3 really emits, against moto and PostgreSQL.
+
+Every test uploads real objects with boto3; the bucket notification (provisioned like the local
+stack: S3 → SNS file-drops topic) is captured by an SQS queue subscribed to that topic, and the
+captured S3 events are handed to the handler as a Lambda would receive them.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import uuid
+from dataclasses import dataclass
+
+import orjson
+import pytest
+
+from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.lake import LandingNotice
+from feedlot_pipeline.lambdas import s3_handler, sns_handler
+from feedlot_pipeline_tests.ingestion.test_landing import receive_all, record
+from feedlot_pipeline_tests.lambdas.test_sns_handler import Context
+
+
+@dataclass
+class Drops:
+    settings: object
+    prov: object
+    capture_url: str
+
+    @property
+    def bucket(self) -> str:
+        return self.settings.landing_bucket  # type: ignore[attr-defined]
+
+    def events(self) -> list[dict]:
+        """The S3 event notifications published since the last call, oldest first."""
+        return [json.loads(m["Body"]) for m in receive_all(self.capture_url)]
+
+    def deliver(self) -> list[dict]:
+        """Invoke the handler with each captured event; the handler's results."""
+        return [s3_handler.handler(event, Context()) for event in self.events()]
+
+    def put(self, key: str, body: bytes, **kwargs: object) -> dict:
+        return client("s3").put_object(Bucket=self.bucket, Key=key, Body=body, **kwargs)
+
+    def lake_keys(self) -> dict[str, str]:
+        """Raw objects of the lake: key → ETag."""
+        s3 = client("s3")
+        out = {}
+        for page in s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.settings.lake_bucket  # type: ignore[attr-defined]
+        ):
+            out.update({o["Key"]: o["ETag"] for o in page.get("Contents", [])})
+        return out
+
+    def notices(self) -> list[LandingNotice]:
+        return [
+            LandingNotice.from_json(m["Body"])
+            for m in receive_all(self.prov.queue_url)  # type: ignore[attr-defined]
+        ]
+
+
+@pytest.fixture()
+def drops(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, request) -> Drops:
+    """The ``aws`` resources plus uniquely named file-drop resources and an event capture."""
+    return make_drops(monkeypatch, request)
+
+
+def make_drops(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Drops:
+    """The ``drops`` fixture's work, for other modules' fixtures (needs ``moto_endpoint``)."""
+    tag = uuid.uuid4().hex[:8]
+    settings, prov = request.getfixturevalue("aws")  # unique topic, queues and stream names
+    sqs = client("sqs")
+    capture = sqs.create_queue(QueueName=f"t{tag}-capture")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=capture, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    client("sns").subscribe(
+        TopicArn=prov.file_drops_topic_arn,
+        Protocol="sqs",
+        Endpoint=arn,
+        Attributes={"RawMessageDelivery": "true"},
+    )
+    return Drops(settings, prov, capture)
+
+
+@pytest.fixture(autouse=True)
+def fresh_client_cache():
+    sns_handler._clients_cache = None
+    yield
+    sns_handler._clients_cache = None
+
+
+def jsonl(records: list) -> bytes:
+    return b"".join(orjson.dumps(r) + b"\n" for r in records)
+
+
+def csv_bytes(records: list[dict]) -> bytes:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(records[0]))
+    writer.writeheader()
+    writer.writerows(records)
+    return out.getvalue().encode()
+
+
+def landed_records(drops: Drops) -> list:
+    """Every raw record in the lake (each raw object's lines)."""
+    s3 = client("s3")
+    out = []
+    for key in drops.lake_keys():
+        body = s3.get_object(Bucket=drops.settings.lake_bucket, Key=key)["Body"].read()
+        out.extend(orjson.loads(line) for line in body.splitlines() if line)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("a.jsonl", jsonl),
+        ("a.json", orjson.dumps),
+        ("a.csv", csv_bytes),
+        ("a.jsonl.gz", lambda rs: gzip.compress(jsonl(rs))),
+        ("gzip-without-suffix", lambda rs: gzip.compress(orjson.dumps(rs))),
+    ],
+)
+def test_each_format_lands_per_partition(drops: Drops, warehouse_url, name, make) -> None:
+    records = [record(lote="1"), record(lote="2"), record("FazendaDois", lote="3")]
+    drops.put(f"incoming/{name}", make(records))
+    (result,) = drops.deliver()
+    (file,) = result["files"]
+    assert (file["status"], file["records"]) == ("landed", 3)
+    assert sorted(k.split("/")[1] for k in file["landed"]) == ["fazenda_dois", "fazenda_um"]
+    assert all(k.startswith("historico_diario/") and "/file-" in k for k in file["landed"])
+    notices = drops.notices()
+    assert sum(n.records for n in notices) == 3 and {n.source for n in notices} == {"file"}
+    got = sorted(r["id_lote"] for r in landed_records(drops))
+    assert got == ["1", "2", "3"]
+    if name == "a.csv":  # values stay strings; the core rules accept digit strings
+        assert all(isinstance(r["peso_medio"], str) for r in landed_records(drops))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "incoming/with space/a b.jsonl",
+        "incoming/plus+sign/a+b.jsonl",
+        "incoming/ünïcødé/é€.jsonl",
+        "incoming/deep/er/path/x%41.jsonl",
+    ],
+)
+def test_url_encoded_keys_are_decoded(drops: Drops, warehouse_url, key) -> None:
+    drops.put(key, jsonl([record()]))
+    (event,) = drops.events()
+    encoded = event["Records"][0]["s3"]["object"]["key"]
+    assert "/" not in encoded or encoded != key  # S3 sends it URL-encoded
+    result = s3_handler.handler(event, Context())
+    (file,) = result["files"]
+    assert (file["key"], file["status"], file["records"]) == (key, "landed", 1)
+
+
+def test_test_event_is_ignored(drops: Drops, warehouse_url) -> None:
+    # Setting the configuration again makes S3 send s3:TestEvent to the topic.
+    s3 = client("s3")
+    config = s3.get_bucket_notification_configuration(Bucket=drops.bucket)
+    config.pop("ResponseMetadata")
+    s3.put_bucket_notification_configuration(Bucket=drops.bucket, NotificationConfiguration=config)
+    (event,) = drops.events()
+    assert event["Event"] == "s3:TestEvent"
+    assert s3_handler.handler(event, Context()) == {"ignored": "s3:TestEvent"}
+    assert drops.lake_keys() == {}
+
+
+def test_duplicate_object_created_lands_nothing_twice(drops: Drops, warehouse_url) -> None:
+    """moto, like S3, announces a multipart upload twice (Put and CompleteMultipartUpload)."""
+    s3 = client("s3")
+    key = "incoming/multipart.jsonl"
+    # A first part must be >= 5 MiB: blank lines pad it (the parser skips them).
+    part1 = jsonl([record(lote=str(i)) for i in range(12_000)]) + (b" " * 1023 + b"\n") * 5200
+    part2 = jsonl([record("FazendaDois", lote="x1")])
+    assert len(part1) > 5 * 1024 * 1024
+    upload = s3.create_multipart_upload(Bucket=drops.bucket, Key=key)["UploadId"]
+    parts = []
+    for number, body in ((1, part1), (2, part2)):
+        etag = s3.upload_part(
+            Bucket=drops.bucket, Key=key, UploadId=upload, PartNumber=number, Body=body
+        )["ETag"]
+        parts.append({"ETag": etag, "PartNumber": number})
+    s3.complete_multipart_upload(
+        Bucket=drops.bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+    )
+    events = drops.events()
+    assert [e["Records"][0]["eventName"] for e in events] == [
+        "ObjectCreated:Put",
+        "ObjectCreated:CompleteMultipartUpload",
+    ]
+    first = s3_handler.handler(events[0], Context())["files"][0]
+    lake = drops.lake_keys()
+    second = s3_handler.handler(events[1], Context())["files"][0]
+    assert first["records"] == second["records"] == 12_001
+    assert sorted(first["landed"]) == sorted(second["landed"])
+    assert drops.lake_keys() == lake  # same objects, same ETags: nothing rewritten
+    assert len(lake) == len(set(first["landed"])) == 4  # 3 chunks of fazenda_um + fazenda_dois
+    assert sum(n.records for n in drops.notices()) == 2 * 12_001  # notices resent, deduped later
+
+
+def test_chunks_are_keyed_deterministically(drops, warehouse_url, monkeypatch) -> None:
+    monkeypatch.setenv("FEEDLOT_FILEDROP_CHUNK_RECORDS", "2")
+    drops.put("incoming/c.jsonl", jsonl([record(lote=str(i)) for i in range(5)]))
+    (event,) = drops.events()
+    keys = s3_handler.handler(event, Context())["files"][0]["landed"]
+    assert len(keys) == 3 and len({k.rsplit("-", 1)[0] for k in keys}) == 1
+    assert [k.rsplit("-", 1)[1] for k in keys] == ["00000.jsonl", "00001.jsonl", "00002.jsonl"]
+    again = s3_handler.handler(event, Context())["files"][0]["landed"]
+    assert again == keys
+
+
+def test_correlation_id_from_object_metadata(drops: Drops, warehouse_url) -> None:
+    drops.put("incoming/m.jsonl", jsonl([record()]), Metadata={"correlation-id": "corr-file-7"})
+    drops.put("incoming/n.jsonl", jsonl([record(lote="2")]))
+    results = drops.deliver()
+    keys = [r["files"][0]["landed"][0] for r in results]
+    s3 = client("s3")
+    heads = [s3.head_object(Bucket=drops.settings.lake_bucket, Key=k)["Metadata"] for k in keys]
+    assert heads[0]["correlation-id"] == "corr-file-7"
+    assert heads[1]["correlation-id"] == heads[1]["event-id"].rsplit("-", 1)[0]
+    assert {n.correlation_id for n in drops.notices()} == {
+        "corr-file-7",
+        heads[1]["correlation-id"],
+    }
+
+
+def test_objects_outside_the_prefix_are_ignored(drops: Drops, warehouse_url) -> None:
+    drops.put("incoming/ok.jsonl", jsonl([record()]))
+    (event,) = drops.events()
+    drops.put("elsewhere/x.jsonl", jsonl([record()]))
+    assert drops.events() == []  # the notification filter already keeps it out
+    outside = json.loads(json.dumps(event))
+    outside["Records"][0]["s3"]["object"]["key"] = "elsewhere%2Fx.jsonl"
+    other_bucket = json.loads(json.dumps(event))
+    other_bucket["Records"][0]["s3"]["bucket"]["name"] = "someone-elses-bucket"
+    removed = json.loads(json.dumps(event))
+    removed["Records"][0]["eventName"] = "ObjectRemoved:Delete"
+    for ev in (outside, other_bucket, removed):
+        (file,) = s3_handler.handler(ev, Context())["files"]
+        assert file["status"] == "ignored"
+    assert drops.lake_keys() == {}
+
+
+def test_replaced_object_is_left_to_its_own_event(drops: Drops, warehouse_url) -> None:
+    drops.put("incoming/r.jsonl", jsonl([record(lote="old")]))
+    drops.put("incoming/r.jsonl", jsonl([record(lote="new")]))
+    old, new = drops.events()
+    assert s3_handler.handler(old, Context())["files"][0]["status"] == "ignored"
+    assert s3_handler.handler(new, Context())["files"][0]["records"] == 1
+    assert [r["id_lote"] for r in landed_records(drops)] == ["new"]
+
+
+def test_large_file_goes_to_the_worker_queue(drops: Drops, warehouse_url, monkeypatch) -> None:
+    monkeypatch.setenv("FEEDLOT_FILEDROP_MAX_BYTES", "1000")
+    body = jsonl([record(lote=str(i)) for i in range(20)])
+    drops.put("incoming/big file.jsonl", body)
+    drops.put("incoming/small.jsonl", jsonl([record()]))
+    big, small = (r["files"][0] for r in drops.deliver())
+    assert big["status"] == "large_file" and small["status"] == "landed"
+    assert all("big" not in k for k in drops.lake_keys())
+    (msg,) = receive_all(drops.prov.large_file_queue_url)
+    body_msg = json.loads(msg["Body"])
+    assert body_msg == {
+        "type": "large_file",
+        "version": 1,
+        "bucket": drops.bucket,
+        "key": "incoming/big file.jsonl",
+        "size": len(body),
+        "etag": body_msg["etag"],
+        "event_id": big["event_id"],
+    }
+    assert body_msg["etag"] and body_msg["event_id"].startswith("file-")
+
+
+def test_empty_file_lands_nothing(drops: Drops, warehouse_url) -> None:
+    drops.put("incoming/empty.jsonl", b"")
+    drops.put("incoming/empty.json", b"[]")
+    results = drops.deliver()
+    assert [r["files"][0]["records"] for r in results] == [0, 0]
+    assert drops.lake_keys() == {} and drops.notices() == []
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {},
+        {"Records": "x"},
+        {"Records": [{"eventSource": "aws:sns"}]},
+        {"Records": [{"eventSource": "aws:s3", "s3": {}}]},
+    ],
+)
+def test_invalid_event_raises(event, drops: Drops) -> None:
+    with pytest.raises(s3_handler.InvalidEvent):
+        s3_handler.handler(event, Context())
+
+
+def test_aws_failure_raises_so_lambda_retries(drops, warehouse_url, monkeypatch) -> None:
+    drops.put("incoming/f.jsonl", jsonl([record()]))
+    (event,) = drops.events()
+    monkeypatch.setenv("FEEDLOT_LAKE_BUCKET", "bucket-that-does-not-exist")
+    with pytest.raises(Exception, match="NoSuchBucket|does not exist"):
+        s3_handler.handler(event, Context())
