@@ -1,4 +1,4 @@
-"""``feedlot produce``: publish consumption records to the SNS records topic, as farms would.
+"""``feedlot produce``: send consumption records the way farms would: SNS, the HTTP API or Firehose.
 
 Input is the original case's format (one JSON object per line, a day of one farm per file; a
 missing final newline is fine) or synthetic records (``--generate N``). Records travel in batches:
@@ -9,6 +9,17 @@ respected too). Lines are streamed, so a file of any size is published in consta
 A line that is not JSON cannot be put in a JSON array without changing it: it is skipped and
 reported (file and line number). Entries SNS fails are retried, then reported; the command exits
 non-zero when anything was not published.
+
+``--via api`` POSTs the same JSON arrays to ``$FEEDLOT_INGEST_API_URL/consumo`` (API key from
+``FEEDLOT_INGEST_API_KEY`` or the SSM parameter ``FEEDLOT_INGEST_API_KEY_PARAMETER``) from
+``--concurrency`` threads; a body never exceeds ``FEEDLOT_INGEST_API_MAX_BODY_BYTES``. 5xx, 429 and
+connection errors are retried with exponential backoff under the same ``idempotency-key``, so a
+retry lands nothing twice; other 4xx are reported at once. Records the API reports as rejected were
+still landed (the warehouse files them with their reason) and are counted, not failed.
+
+``--via firehose`` writes each record as one JSON line (ending in a newline, so the delivered S3
+objects are JSON Lines) with ``PutRecordBatch``: at most 500 records and 4 MiB per call, entries
+Firehose reports as failed are retried, to the stream ``FEEDLOT_FIREHOSE_STREAM``.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -60,6 +72,10 @@ class PublishResult:
     bad_lines: int = 0
     details: list[str] = field(default_factory=list)
     aborted: str | None = None
+    unit: str = "messages"  # what ``messages`` counts: SNS messages, API requests, batches
+    rejected: int = 0  # records the API reported as rejected (landed anyway, not failures)
+    retries: int = 0
+    latencies: list[float] = field(default_factory=list, repr=False)  # seconds per API request
 
     @property
     def records_per_second(self) -> float:
@@ -81,11 +97,16 @@ class PublishResult:
             self.details.append("… (further problems not listed)")
 
     def summary(self) -> str:
-        return (
-            f"records {self.records}, messages {self.messages}, files {self.files}, "
+        text = (
+            f"records {self.records}, {self.unit} {self.messages}, files {self.files}, "
             f"seconds {self.seconds:.2f}, records/s {self.records_per_second:.0f}, "
             f"failures {self.failures}"
         )
+        if self.retries:
+            text += f", retries {self.retries}"
+        if self.unit == "requests":
+            text += f", rejected by the API {self.rejected} (landed, filed with their reason)"
+        return text
 
 
 # --- input ---------------------------------------------------------------------------------------
@@ -322,6 +343,325 @@ class Publisher:
         return self.result
 
 
+# --- HTTP API ------------------------------------------------------------------------------------
+
+API_ATTEMPTS = 5  # first try plus retries of a request that got 5xx/429/connection errors
+API_TIMEOUT_SECONDS = 30.0
+DEFAULT_CONCURRENCY = 4
+
+
+def _json_arrays(
+    items: Iterable[bytes | BadLine],
+    result: PublishResult,
+    tick: Any,
+    batch_size: int,
+    max_bytes: int,
+) -> Iterator[tuple[bytes, int]]:
+    """JSON arrays of at most ``batch_size`` records and ``max_bytes`` bytes, with their counts."""
+    records: list[bytes] = []
+    size = 2
+    for item in items:
+        if result.aborted:
+            return
+        if isinstance(item, BadLine):
+            result.bad_lines += 1
+            result.note(f"{item.origin}: skipped, {item.reason}")
+            tick(1)
+            continue
+        if len(item) + 2 > max_bytes:
+            result.failed_records += 1
+            result.note(f"record of {len(item)} bytes exceeds the {max_bytes}-byte body limit")
+            tick(1)
+            continue
+        extra = len(item) + (1 if records else 0)
+        if records and (len(records) >= batch_size or size + extra > max_bytes):
+            yield b"[" + b",".join(records) + b"]", len(records)
+            records, size, extra = [], 2, len(item)
+        records.append(item)
+        size += extra
+    if records and not result.aborted:
+        yield b"[" + b",".join(records) + b"]", len(records)
+
+
+class ApiPoster:
+    """POSTs JSON arrays to ``<url>/consumo`` from a thread pool, paced, retried, idempotent."""
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        *,
+        batch_size: int = 100,
+        rate: float = 0.0,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        bar: Any = None,
+        run_id: str | None = None,
+        max_body: int | None = None,
+        timeout: float = API_TIMEOUT_SECONDS,
+        attempts: int = API_ATTEMPTS,
+        backoff: float = 0.2,
+    ) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from feedlot_pipeline.settings import env
+
+        self.endpoint = url.rstrip("/") + "/consumo"
+        self.api_key = api_key
+        self.batch_size = min(batch_size, max(1, math.ceil(rate))) if rate > 0 else batch_size
+        self.max_body = max_body or int(env("FEEDLOT_INGEST_API_MAX_BODY_BYTES"))
+        self.pacer = _Pacer(rate)
+        self.bar = bar
+        self.timeout = timeout
+        self.attempts = max(1, attempts)
+        self.backoff = backoff
+        self.result = PublishResult(run_id or uuid.uuid4().hex[:12], unit="requests")
+        self._pool = ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="produce-api")
+        self._slots = threading.BoundedSemaphore(2 * max(1, concurrency))  # bounded memory
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._sequence = 0
+        self._call_failures = 0
+
+    def publish_stream(self, items: Iterable[bytes | BadLine]) -> None:
+        """POST one source's records; requests never mix two sources."""
+        for body, count in _json_arrays(
+            items, self.result, self._tick, self.batch_size, self.max_body
+        ):
+            wait = self.pacer.delay()
+            if wait > 0:
+                time.sleep(wait)
+            self.pacer.sent(count)
+            self._slots.acquire()
+            if self.result.aborted:
+                self._slots.release()
+                return
+            self._sequence += 1
+            future = self._pool.submit(self._post, body, count, self._sequence)
+            future.add_done_callback(lambda _f: self._slots.release())
+
+    def _session(self) -> Any:
+        import requests
+
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers.update({"x-api-key": self.api_key, "Content-Type": "application/json"})
+            self._local.session = session
+        return session
+
+    def _post(self, body: bytes, count: int, sequence: int) -> None:
+        import requests
+
+        correlation_id = f"{self.result.run_id}-{sequence:06d}"
+        headers = {"x-correlation-id": correlation_id, "idempotency-key": correlation_id}
+        reason = ""
+        for attempt in range(1, self.attempts + 1):
+            if attempt > 1:
+                with self._lock:
+                    self.result.retries += 1
+                time.sleep(self.backoff * 2 ** (attempt - 2))
+            started = time.perf_counter()
+            try:
+                response = self._session().post(
+                    self.endpoint, data=body, headers=headers, timeout=self.timeout
+                )
+            except requests.RequestException as err:
+                reason, retry = f"{type(err).__name__}: {err}", True
+            else:
+                elapsed = time.perf_counter() - started
+                if response.status_code == 202:
+                    self._succeeded(response, count, elapsed)
+                    return
+                reason = f"HTTP {response.status_code}: {_message(response)}"
+                retry = response.status_code >= 500 or response.status_code == 429
+            if not retry:
+                break
+        self._failed(correlation_id, count, attempt, reason)
+
+    def _succeeded(self, response: Any, count: int, elapsed: float) -> None:
+        try:
+            rejected = int(response.json().get("rejected", 0))
+        except ValueError:
+            rejected = 0
+        with self._lock:
+            self._call_failures = 0
+            self.result.messages += 1
+            self.result.records += count
+            self.result.rejected += rejected
+            self.result.latencies.append(elapsed)
+        self._tick(count)
+
+    def _failed(self, correlation_id: str, count: int, attempts: int, reason: str) -> None:
+        with self._lock:
+            self.result.failed_messages += 1
+            self.result.failed_records += count
+            self.result.note(
+                f"request {correlation_id} ({count} records) not accepted after {attempts} "
+                f"attempt(s): {reason}"
+            )
+            self._call_failures += 1
+            if (
+                self._call_failures >= CONSECUTIVE_CALL_FAILURES_TO_ABORT
+                and not self.result.aborted
+            ):
+                self.result.aborted = (
+                    f"gave up after {self._call_failures} failed requests in a row "
+                    f"(last: {reason}); the rest of the input was not read"
+                )
+        self._tick(count)
+
+    def _tick(self, records: int) -> None:
+        if self.bar is not None:
+            with self._lock:
+                self.bar.update(records)
+
+    def close(self) -> PublishResult:
+        self._pool.shutdown(wait=True)
+        return self.result
+
+
+def _message(response: Any) -> str:
+    try:
+        body = response.json()
+        text = body.get("message") if isinstance(body, dict) else None
+    except ValueError:
+        text = None
+    return str(text or response.text[:200] or response.reason)
+
+
+# --- Firehose ------------------------------------------------------------------------------------
+
+FIREHOSE_MAX_RECORDS = 500  # PutRecordBatch limits
+FIREHOSE_MAX_BATCH_BYTES = 4 * 1024 * 1024
+FIREHOSE_MAX_RECORD_BYTES = 1000 * 1024
+
+
+class FirehoseWriter:
+    """Writes records as JSON lines with PutRecordBatch, retrying the entries Firehose fails."""
+
+    def __init__(
+        self,
+        stream: str,
+        *,
+        rate: float = 0.0,
+        bar: Any = None,
+        run_id: str | None = None,
+        firehose: Any = None,
+        backoff: float = 0.2,
+    ) -> None:
+        self.stream = stream
+        self.pacer = _Pacer(rate)
+        self.bar = bar
+        self.backoff = backoff
+        self.result = PublishResult(run_id or uuid.uuid4().hex[:12], unit="batches")
+        self.firehose = firehose or client("firehose")
+        self._pending: list[bytes] = []
+        self._size = 0
+        self._call_failures = 0
+
+    def publish_stream(self, items: Iterable[bytes | BadLine]) -> None:
+        for item in items:
+            if self.result.aborted:
+                return
+            if isinstance(item, BadLine):
+                self.result.bad_lines += 1
+                self.result.note(f"{item.origin}: skipped, {item.reason}")
+                self._tick(1)
+                continue
+            line = item + b"\n"
+            if len(line) > FIREHOSE_MAX_RECORD_BYTES:
+                self.result.failed_records += 1
+                self.result.note(f"record of {len(line)} bytes exceeds Firehose's 1000 KiB")
+                self._tick(1)
+                continue
+            if self._pending and (
+                len(self._pending) >= FIREHOSE_MAX_RECORDS
+                or self._size + len(line) > FIREHOSE_MAX_BATCH_BYTES
+            ):
+                self.flush()
+            wait = self.pacer.delay()
+            if wait > 0:
+                self.flush()
+                time.sleep(wait)
+            self.pacer.sent(1)
+            self._pending.append(line)
+            self._size += len(line)
+
+    def flush(self) -> None:
+        """Send what is pending; retry failed entries, then report the ones that never went."""
+        entries, self._pending, self._size = self._pending, [], 0
+        attempt = 0
+        while entries and not self.result.aborted:
+            attempt += 1
+            try:
+                response = self.firehose.put_record_batch(
+                    DeliveryStreamName=self.stream, Records=[{"Data": e} for e in entries]
+                )
+            except Exception as err:  # noqa: BLE001 - botocore already retried; report, go on
+                self._batch_failed(entries, f"{type(err).__name__}: {err}")
+                return
+            self._call_failures = 0
+            answers = response.get("RequestResponses", [])
+            failed = [e for e, a in zip(entries, answers, strict=False) if a.get("ErrorCode")]
+            failed += entries[len(answers) :]  # no answer at all: treat as failed
+            done = len(entries) - len(failed)
+            self.result.records += done
+            self._tick(done)
+            if done:
+                self.result.messages += 1
+            if failed and attempt < ENTRY_ATTEMPTS:
+                self.result.retries += 1
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            elif failed:
+                codes = {a.get("ErrorCode") for a in answers if a.get("ErrorCode")}
+                self.result.failed_records += len(failed)
+                self.result.failed_messages += 1
+                self.result.note(
+                    f"{len(failed)} record(s) not accepted by Firehose after {attempt} "
+                    f"attempt(s): {', '.join(sorted(c for c in codes if c)) or 'no answer'}"
+                )
+                self._tick(len(failed))
+                failed = []
+            entries = failed
+
+    def _batch_failed(self, entries: list[bytes], reason: str) -> None:
+        self.result.failed_messages += 1
+        self.result.failed_records += len(entries)
+        self.result.note(f"PutRecordBatch of {len(entries)} records failed: {reason}")
+        self._tick(len(entries))
+        self._call_failures += 1
+        if self._call_failures >= CONSECUTIVE_CALL_FAILURES_TO_ABORT:
+            self.result.aborted = (
+                f"gave up after {self._call_failures} failed PutRecordBatch calls in a row "
+                f"(last: {reason}); the rest of the input was not read"
+            )
+
+    def _tick(self, records: int) -> None:
+        if self.bar is not None and records:
+            self.bar.update(records)
+
+    def close(self) -> PublishResult:
+        self.flush()
+        return self.result
+
+
+def api_target(url: str | None = None) -> tuple[str, str]:
+    """(API base URL, API key) from the options and settings; ClickException when missing."""
+    from feedlot_pipeline.local.api_gateway import resolve_api_key
+    from feedlot_pipeline.local.services import ServiceError
+
+    url = url or os.environ.get("FEEDLOT_INGEST_API_URL")
+    if not url:
+        raise click.ClickException(
+            "FEEDLOT_INGEST_API_URL is not set (local stack: feedlot local up, then "
+            'eval "$(feedlot local env)")'
+        )
+    try:
+        return url, resolve_api_key()
+    except ServiceError as err:
+        raise click.ClickException(str(err)) from None
+
+
 def _progress_bar(enabled: bool | None, total: int | None) -> Any:
     if enabled is None:
         enabled = sys.stderr.isatty()
@@ -332,6 +672,33 @@ def _progress_bar(enabled: bool | None, total: int | None) -> Any:
     return tqdm(total=total, unit="rec", unit_scale=True, desc="publishing", file=sys.stderr)
 
 
+def _sink(
+    via: str,
+    *,
+    topic: str | None,
+    batch_size: int,
+    rate: float,
+    bar: Any,
+    url: str | None,
+    api_key: str | None,
+    concurrency: int,
+    stream: str | None,
+) -> Publisher | ApiPoster | FirehoseWriter:
+    if via == "api":
+        if not (url and api_key):
+            url, api_key = api_target(url)
+        return ApiPoster(
+            url, api_key, batch_size=batch_size, rate=rate, concurrency=concurrency, bar=bar
+        )
+    if via == "firehose":
+        from feedlot_pipeline.settings import env
+
+        return FirehoseWriter(stream or env("FEEDLOT_FIREHOSE_STREAM"), rate=rate, bar=bar)
+    if via != "sns":
+        raise ValueError(f"unknown --via {via!r}: sns, api or firehose")
+    return Publisher(topic or Settings().records_topic, batch_size=batch_size, rate=rate, bar=bar)
+
+
 def _publish(
     sources: list[tuple[str, Iterable[bytes | BadLine]]],
     *,
@@ -340,12 +707,25 @@ def _publish(
     batch_size: int,
     rate: float,
     progress: bool | None,
+    via: str = "sns",
+    url: str | None = None,
+    api_key: str | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    stream: str | None = None,
 ) -> PublishResult:
     started = time.monotonic()
     bar = _progress_bar(progress, total)
     try:
-        publisher = Publisher(
-            topic or Settings().records_topic, batch_size=batch_size, rate=rate, bar=bar
+        publisher = _sink(
+            via,
+            topic=topic,
+            batch_size=batch_size,
+            rate=rate,
+            bar=bar,
+            url=url,
+            api_key=api_key,
+            concurrency=concurrency,
+            stream=stream,
         )
         for kind, items in sources:
             if publisher.result.aborted:
@@ -368,8 +748,13 @@ def publish_files(
     batch_size: int = 100,
     rate: float = 0.0,
     progress: bool | None = None,
+    **via: Any,
 ) -> PublishResult:
-    """Publish JSON Lines files (``-`` is stdin) to the records topic (default from settings)."""
+    """Publish JSON Lines files (``-`` is stdin) to the records topic (default from settings).
+
+    ``via`` options (``via="api"|"firehose"``, ``url``, ``api_key``, ``concurrency``, ``stream``)
+    choose another way in.
+    """
     paths = list(paths)
     total = None
     if progress or (progress is None and sys.stderr.isatty()):
@@ -381,6 +766,7 @@ def publish_files(
         batch_size=batch_size,
         rate=rate,
         progress=progress,
+        **via,
     )
 
 
@@ -392,6 +778,7 @@ def publish_generated(
     batch_size: int = 100,
     rate: float = 0.0,
     progress: bool | None = None,
+    **via: Any,
 ) -> PublishResult:
     """Publish ``n`` synthetic records (``feedlot_pipeline.core.synthetic.generate``)."""
     return _publish(
@@ -401,6 +788,7 @@ def publish_generated(
         batch_size=batch_size,
         rate=rate,
         progress=progress,
+        **via,
     )
 
 
@@ -417,7 +805,8 @@ def publish_generated(
     default=100,
     show_default=True,
     type=click.IntRange(1, 100_000),
-    help="Most records per SNS message (also capped by the 256 KiB limit).",
+    help="Most records per SNS message (capped by 256 KiB) or API request (capped by "
+    "FEEDLOT_INGEST_API_MAX_BODY_BYTES); Firehose batches are always up to 500 records / 4 MiB.",
 )
 @click.option(
     "--rate",
@@ -427,6 +816,27 @@ def publish_generated(
     help="Records per second; 0 = as fast as possible.",
 )
 @click.option("--topic", default=None, help="Topic name or ARN [default: FEEDLOT_RECORDS_TOPIC].")
+@click.option(
+    "--via",
+    type=click.Choice(["sns", "api", "firehose"]),
+    default="sns",
+    show_default=True,
+    help="sns: the records topic; api: POST $FEEDLOT_INGEST_API_URL/consumo with "
+    "$FEEDLOT_INGEST_API_KEY; firehose: PutRecordBatch to the delivery stream.",
+)
+@click.option(
+    "--concurrency",
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Concurrent requests with --via api.",
+)
+@click.option(
+    "--url", default=None, help="API base URL [default: FEEDLOT_INGEST_API_URL] (--via api)."
+)
+@click.option(
+    "--stream", default=None, help="Delivery stream [default: FEEDLOT_FIREHOSE_STREAM] (firehose)."
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a tty].")
 def produce(
     files: tuple[Path, ...],
@@ -435,14 +845,27 @@ def produce(
     batch_size: int,
     rate: float,
     topic: str | None,
+    via: str,
+    concurrency: int,
+    url: str | None,
+    stream: str | None,
     progress: bool | None,
 ) -> None:
-    """Publish consumption records from FILE... (JSON Lines; - for stdin) or --generate N."""
+    """Send consumption records from FILE... (JSON Lines; - for stdin) or --generate N."""
     if bool(files) == bool(generate_n):
         raise click.UsageError("give FILE... or --generate N (one of the two)")
     from botocore.exceptions import BotoCoreError, ClientError
 
-    options = {"topic": topic, "batch_size": batch_size, "rate": rate, "progress": progress}
+    options: dict[str, Any] = {
+        "topic": topic,
+        "batch_size": batch_size,
+        "rate": rate,
+        "progress": progress,
+    }
+    if via != "sns":
+        options |= {"via": via, "concurrency": concurrency, "url": url, "stream": stream}
+    if via == "api":
+        options["url"], options["api_key"] = api_target(url)
     try:
         if generate_n:
             result = publish_generated(generate_n, seed=seed, **options)
@@ -450,8 +873,9 @@ def produce(
             result = publish_files(files, **options)
     except (BotoCoreError, ClientError) as err:  # before anything was sent: no topic ARN
         where = os.environ.get("AWS_ENDPOINT_URL") or "AWS"
+        service = {"sns": "SNS", "firehose": "Firehose"}.get(via, via)
         raise click.ClickException(
-            f"cannot reach SNS at {where}: {err} (local stack: feedlot local up, then "
+            f"cannot reach {service} at {where}: {err} (local stack: feedlot local up, then "
             'eval "$(feedlot local env)")'
         ) from None
     for line in result.details:

@@ -7,6 +7,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from click.testing import CliRunner
 
@@ -236,3 +237,226 @@ def test_files_or_generate_is_required() -> None:
     out = CliRunner().invoke(produce, [])
     assert out.exit_code == 2
     assert "FILE... or --generate N" in out.output
+
+
+# --- --via api -----------------------------------------------------------------------------------
+
+_FLAKY_SEEN: set[str] = set()
+
+
+def flaky_api_handler(event: dict, context: Any) -> dict:
+    """The real API handler; the first answer per idempotency key is lost (503 after landing)."""
+    from feedlot_pipeline.lambdas import api_handler
+
+    result = api_handler.handler(event, context)
+    key = {k.lower(): v for k, v in event["headers"].items()}.get("idempotency-key", "")
+    if key not in _FLAKY_SEEN:
+        _FLAKY_SEEN.add(key)
+        return {"statusCode": 503, "body": '{"message": "try again"}'}
+    return result
+
+
+@pytest.fixture()
+def api(aws, warehouse_url, monkeypatch: pytest.MonkeyPatch):
+    """The local API gateway in-process with the real handler; its URL and key exported."""
+    import secrets
+
+    from feedlot_pipeline.lambdas import sns_handler
+    from feedlot_pipeline.local.api_gateway import ApiGateway
+
+    sns_handler._clients_cache = None
+    key = secrets.token_urlsafe(24)
+    monkeypatch.setenv("FEEDLOT_INGEST_API_KEY", key)
+    with ApiGateway(0, api_key=key) as gateway:
+        monkeypatch.setenv("FEEDLOT_INGEST_API_URL", gateway.url)
+        yield gateway
+    sns_handler._clients_cache = None
+
+
+def lake_lines(bucket: str, prefix: str = "historico_diario/") -> list[bytes]:
+    s3 = client("s3")
+    lines: list[bytes] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            lines += s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().splitlines()
+    return lines
+
+
+def test_via_api_lands_every_record(tmp_path: Path, aws, api) -> None:
+    settings, prov = aws
+    records = [rec(i) for i in range(45)] + [rec(100, "FazendaX")]
+    path = write_jsonl(tmp_path / "a.jsonl", [*records, "not json"])
+    out = CliRunner().invoke(
+        produce,
+        [str(path), "--via", "api", "--batch-size", "10", "--concurrency", "3", "--no-progress"],
+    )
+    assert out.exit_code == 1, out.output  # the bad line is reported
+    assert "records 46, requests 5, files 1" in out.output
+    assert "rejected by the API 1" in out.output  # FazendaX: landed under _unrouted anyway
+    assert f"{path}:47: skipped" in out.output
+    landed = sorted(orjson.loads(line)["id_lote"] for line in lake_lines(settings.lake_bucket))
+    assert landed == sorted(r["id_lote"] for r in records)
+    notices = [json.loads(m["Body"]) for m in drain(prov.queue_url)]
+    assert {n["source"] for n in notices} == {"api"}
+    run_ids = {n["correlation_id"].rsplit("-", 1)[0] for n in notices}
+    assert len(run_ids) == 1 and len({n["correlation_id"] for n in notices}) == 5
+
+
+def test_via_api_retries_lost_answers_and_lands_nothing_twice(aws, warehouse_url) -> None:
+    import secrets
+
+    from feedlot_pipeline.ingestion.producer import publish_generated
+    from feedlot_pipeline.local.api_gateway import ApiGateway
+
+    settings, _ = aws
+    _FLAKY_SEEN.clear()
+    key = secrets.token_urlsafe(24)
+    handler = f"{__name__}:flaky_api_handler"
+    with ApiGateway(0, api_key=key, handler=handler) as gateway:
+        result = publish_generated(
+            120,
+            via="api",
+            url=gateway.url,
+            api_key=key,
+            batch_size=25,
+            concurrency=2,
+            progress=False,
+        )
+    assert result.ok, result.details
+    assert (result.records, result.messages, result.retries) == (120, 5, 5)
+    assert len(result.latencies) == 5
+    # Every first attempt landed and lost its answer; the retry overwrote nothing.
+    assert len(lake_lines(settings.lake_bucket)) == 120
+
+
+def test_via_api_refusals_are_reported_not_retried(tmp_path: Path, aws, api, monkeypatch) -> None:
+    path = write_jsonl(tmp_path / "a.jsonl", [rec(i) for i in range(50)])
+    monkeypatch.setenv("FEEDLOT_INGEST_API_KEY", "wrong-key-but-long-enough-1234")
+    result = publish_files([path], via="api", batch_size=5, concurrency=1, progress=False)
+    assert not result.ok and result.retries == 0
+    # It gives up after 3 refusals in a row (requests already queued still go) and reads no more.
+    assert 3 <= result.failed_messages <= 5 and result.failed_records < 50
+    assert result.aborted and "HTTP 403: Forbidden" in result.aborted
+    assert any("HTTP 403" in d for d in result.details)
+
+
+def test_via_api_connection_errors_are_retried_then_reported(tmp_path: Path, aws) -> None:
+    from feedlot_pipeline.ingestion.producer import ApiPoster, iter_file
+    from feedlot_pipeline.local.services import free_port
+
+    path = write_jsonl(tmp_path / "a.jsonl", [rec(i) for i in range(3)])
+    poster = ApiPoster(
+        f"http://127.0.0.1:{free_port()}", "k" * 24, batch_size=1, concurrency=1, backoff=0.01
+    )
+    poster.publish_stream(iter_file(path))
+    result = poster.close()
+    assert (result.records, result.failed_records) == (0, 3)
+    assert result.retries == 3 * 4  # five attempts per request
+    assert "ConnectionError" in result.details[0]
+
+
+def test_via_api_needs_a_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FEEDLOT_INGEST_API_URL", raising=False)
+    path = write_jsonl(tmp_path / "a.jsonl", [rec(1)])
+    out = CliRunner().invoke(produce, [str(path), "--via", "api"])
+    assert out.exit_code == 1
+    assert "FEEDLOT_INGEST_API_URL is not set" in out.output
+
+
+# --- --via firehose ------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def firehose_stream(aws, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """A DirectPut delivery stream into the landing bucket's input prefix: (stream, prefix)."""
+    settings, _ = aws
+    name = f"{settings.landing_bucket}-firehose"
+    prefix = "incoming/firehose/"  # as the local stack provisions it
+    client("firehose").create_delivery_stream(
+        DeliveryStreamName=name,
+        DeliveryStreamType="DirectPut",
+        ExtendedS3DestinationConfiguration={
+            "RoleARN": "arn:aws:iam::123456789012:role/feedlot-firehose",
+            "BucketARN": f"arn:aws:s3:::{settings.landing_bucket}",
+            "Prefix": prefix,
+            "BufferingHints": {"SizeInMBs": 5, "IntervalInSeconds": 60},
+        },
+    )
+    monkeypatch.setenv("FEEDLOT_FIREHOSE_STREAM", name)
+    return name, prefix
+
+
+def test_via_firehose_delivers_json_lines_to_s3(tmp_path: Path, aws, firehose_stream) -> None:
+    settings, _ = aws
+    _, prefix = firehose_stream
+    records = [rec(i) for i in range(1200)]
+    path = write_jsonl(tmp_path / "a.jsonl", records)
+    out = CliRunner().invoke(produce, [str(path), "--via", "firehose", "--no-progress"])
+    assert out.exit_code == 0, out.output
+    assert "records 1200, batches 3, files 1" in out.output
+    s3 = client("s3")
+    objects = s3.list_objects_v2(Bucket=settings.landing_bucket, Prefix=prefix)["Contents"]
+    assert len(objects) == 3  # moto delivers each PutRecordBatch as one object
+    bodies = [
+        s3.get_object(Bucket=settings.landing_bucket, Key=o["Key"])["Body"].read() for o in objects
+    ]
+    assert all(b.endswith(b"\n") for b in bodies)
+    lines = [line for b in bodies for line in b.splitlines()]
+    assert sorted(orjson.loads(line)["id_lote"] for line in lines) == sorted(
+        r["id_lote"] for r in records
+    )
+
+
+def test_firehose_batches_respect_limits_and_failed_entries_are_retried(
+    tmp_path: Path, aws, firehose_stream
+) -> None:
+    from feedlot_pipeline.ingestion.producer import (
+        FIREHOSE_MAX_BATCH_BYTES,
+        FIREHOSE_MAX_RECORDS,
+        FirehoseWriter,
+    )
+
+    settings, _ = aws
+    stream, prefix = firehose_stream
+
+    class Flaky:
+        """The real client; the first call reports every other entry as failed (not sent)."""
+
+        def __init__(self) -> None:
+            self.real = client("firehose")
+            self.calls: list[list[bytes]] = []
+
+        def put_record_batch(self, DeliveryStreamName: str, Records: list[dict]) -> dict:  # noqa: N803
+            self.calls.append([r["Data"] for r in Records])
+            if len(self.calls) > 1:
+                return self.real.put_record_batch(
+                    DeliveryStreamName=DeliveryStreamName, Records=Records
+                )
+            keep = Records[::2]
+            sent = self.real.put_record_batch(DeliveryStreamName=DeliveryStreamName, Records=keep)
+            answers: list[dict] = []
+            ok = iter(sent["RequestResponses"])
+            for i in range(len(Records)):
+                answers.append(
+                    next(ok)
+                    if i % 2 == 0
+                    else {"ErrorCode": "ServiceUnavailableException", "ErrorMessage": "slow down"}
+                )
+            return {"FailedPutCount": len(Records) // 2, "RequestResponses": answers}
+
+    padding = "x" * 20_000
+    path = write_jsonl(tmp_path / "big.jsonl", [rec(i, obs=padding) for i in range(300)])
+    flaky = Flaky()
+    writer = FirehoseWriter(stream, firehose=flaky, backoff=0.01)
+    writer.publish_stream(iter_file(path))
+    result = writer.close()
+    assert result.ok and result.records == 300 and result.retries == 1
+    for batch in flaky.calls:
+        assert len(batch) <= FIREHOSE_MAX_RECORDS
+        assert sum(len(d) for d in batch) <= FIREHOSE_MAX_BATCH_BYTES
+        assert all(d.endswith(b"\n") and d.count(b"\n") == 1 for d in batch)
+    assert len(flaky.calls[1]) == len(flaky.calls[0]) // 2  # only the failed entries again
+    lines = lake_lines(settings.landing_bucket, prefix)
+    assert sorted(orjson.loads(line)["id_lote"] for line in lines) == sorted(
+        rec(i)["id_lote"] for i in range(300)
+    )
