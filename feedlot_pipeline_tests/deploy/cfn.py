@@ -29,6 +29,19 @@ STAR_RESOURCE_ACTIONS = {
     "ec2:DescribeVolumes",
     "ec2:DescribeSnapshots",
     "ec2:DescribeInstances",
+    # worker.yaml (confined with aws:RequestedRegion): the SSM agent's message channels have no
+    # resource types; a command's invocations/cancel are not addressable by ARN before it exists.
+    "ec2messages:AcknowledgeMessage",
+    "ec2messages:DeleteMessage",
+    "ec2messages:FailMessage",
+    "ec2messages:GetEndpoint",
+    "ec2messages:GetMessages",
+    "ec2messages:SendReply",
+    "ssmmessages:CreateControlChannel",
+    "ssmmessages:OpenControlChannel",
+    "ssm:GetCommandInvocation",
+    "ssm:ListCommandInvocations",
+    "ssm:CancelCommand",
 }
 
 IDENTITY_POLICY_TYPES = {"AWS::IAM::Role", "AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"}
