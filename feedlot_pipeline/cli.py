@@ -19,16 +19,24 @@ COMMANDS: dict[str, str] = {
     "clients": "feedlot_pipeline.warehouse.cli:clients",
     "bench": "feedlot_pipeline.warehouse.bench:bench",
     "latency": "feedlot_pipeline.ingestion.latency:latency",
+    "api-bench": "feedlot_pipeline.local.api_bench:api_bench",
+    "dlq": "feedlot_pipeline.ingestion.dlq_cli:dlq",
+    "replay": "feedlot_pipeline.ingestion.replay:replay",
+    "worker": "feedlot_pipeline.worker.cli:worker",
 }
 
 HELP: dict[str, str] = {
     "local": "Start, stop or inspect the local stack (moto, PostgreSQL, Lambda emulation).",
-    "produce": "Publish consumption records to the SNS topic.",
+    "produce": "Send consumption records: SNS topic (default), HTTP API or Firehose.",
     "demo": "Run the main job end to end on the local stack and print what landed.",
     "db": "Warehouse schema migrations.",
     "clients": "Client (cod_cliente) → farm (fazenda) reference data.",
     "bench": "Benchmark the warehouse load path against raw COPY.",
     "latency": "Measure publish → warehouse latency on a running stack (p50/p95).",
+    "api-bench": "Measure POST /consumo throughput (records/s) and latency with C clients.",
+    "dlq": "Inspect (list, show) and redrive dead letters of the sensor queue.",
+    "replay": "Re-run farm × day partitions from the raw zone (idempotent: writes nothing twice).",
+    "worker": "EC2 worker jobs (run bulk_import …) and their benchmark.",
 }
 
 

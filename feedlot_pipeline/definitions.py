@@ -17,6 +17,7 @@ from feedlot_pipeline.backups.jobs import ebs_backup_job
 from feedlot_pipeline.backups.resources import EbsBackupResource
 from feedlot_pipeline.backups.schedules import build_ebs_backup_schedule
 from feedlot_pipeline.ingestion.assets import raw_consumption
+from feedlot_pipeline.ingestion.file_sensors import build_large_file_sensor
 from feedlot_pipeline.ingestion.partitions import farm_day_partitions
 from feedlot_pipeline.ingestion.resources import LakeResource, SensorQueueResource
 from feedlot_pipeline.ingestion.sensors import build_consumption_events_sensor
@@ -24,6 +25,9 @@ from feedlot_pipeline.settings import env
 from feedlot_pipeline.warehouse.assets import historico_consumo
 from feedlot_pipeline.warehouse.checks import historico_checks
 from feedlot_pipeline.warehouse.resources import WarehouseResource
+from feedlot_pipeline.worker.assets import worker_bulk_import
+from feedlot_pipeline.worker.jobs import worker_bulk_import_job
+from feedlot_pipeline.worker.resources import WorkerResource
 
 # In-process: a sensor-triggered partition run starts ~10 s sooner than with subprocess steps.
 ingest_consumption_job = dg.define_asset_job(
@@ -44,14 +48,18 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
         "warehouse": WarehouseResource(url=dg.EnvVar("FEEDLOT_WAREHOUSE_URL")),
         "public_api": build_public_api_resource(),
         "ebs_backup": EbsBackupResource.from_env(),
+        "worker": WorkerResource.from_env(),
     }
 
 
 defs = dg.Definitions(
-    assets=[raw_consumption, historico_consumo, api_snapshot, ebs_snapshots],
+    assets=[raw_consumption, historico_consumo, api_snapshot, ebs_snapshots, worker_bulk_import],
     asset_checks=historico_checks,
-    jobs=[ingest_consumption_job, api_snapshot_job, ebs_backup_job],
-    sensors=[build_consumption_events_sensor(ingest_consumption_job)],
+    jobs=[ingest_consumption_job, api_snapshot_job, ebs_backup_job, worker_bulk_import_job],
+    sensors=[
+        build_consumption_events_sensor(ingest_consumption_job),
+        build_large_file_sensor(worker_bulk_import_job),
+    ],
     schedules=[api_snapshot_schedule, build_ebs_backup_schedule()],
     resources=build_resources(),
 )

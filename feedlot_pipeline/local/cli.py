@@ -46,6 +46,9 @@ def local() -> None:
       FEEDLOT_MOTO_PORT             moto server port (4566)
       FEEDLOT_PG_PORT               embedded PostgreSQL port (54329)
       FEEDLOT_LAMBDA_PORT           Lambda bridge port (9010)
+      FEEDLOT_INGEST_API_PORT       local API gateway port, POST /consumo (9020)
+      FEEDLOT_INGEST_API_KEY        its API key (generated and kept when unset)
+      FEEDLOT_SSM_AGENT_PORT        local SSM agent / SSM endpoint port (9030)
       FEEDLOT_WAREHOUSE_URL         use this server instead of an embedded one
       FEEDLOT_DAGSTER_STORAGE_URL   Dagster storage (default: database dagster beside it)
       FEEDLOT_SNS_HANDLER           handler the bridge calls (module:function)

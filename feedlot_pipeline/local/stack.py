@@ -11,6 +11,7 @@ and the Lambda bridge that moto's SNS delivers to. Everything lives under one st
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shlex
@@ -21,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from feedlot_pipeline.local.services import (
     LOOPBACK,
@@ -37,6 +39,8 @@ STACK_DEFAULTS: dict[str, str] = {
     "FEEDLOT_MOTO_PORT": "4566",
     "FEEDLOT_PG_PORT": "54329",
     "FEEDLOT_LAMBDA_PORT": "9010",
+    "FEEDLOT_INGEST_API_PORT": "9020",
+    "FEEDLOT_SSM_AGENT_PORT": "9030",
 }
 # Dummy credentials: moto accepts any; exporting them keeps real ones from being sent to it.
 LOCAL_AWS_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -45,6 +49,9 @@ DAGSTER_DB = "dagster"
 MOTO_MARKER = "moto.server"
 BRIDGE_MARKER = "feedlot_pipeline.local.lambda_bridge"
 BRIDGE_PATH = "/sns"
+BRIDGE_S3_PATH = "/s3"  # file drops: S3 → SNS feedlot-file-drops → bridge → lambdas.s3_handler
+API_MARKER = "feedlot_pipeline.local.api_gateway"
+SSM_AGENT_MARKER = "feedlot_pipeline.local.ssm_agent"
 
 # Used only when neither the working directory nor the source checkout has a dagster.yaml.
 FALLBACK_DAGSTER_YAML = """\
@@ -378,6 +385,45 @@ def _bridge_health(port: int, timeout: float = 1.0) -> dict | None:
         return None
 
 
+def env_digest(child_env: dict[str, str]) -> str:
+    """What a service record keeps of its environment: a digest (the env holds secrets)."""
+    return hashlib.sha256(json.dumps(child_env, sort_keys=True).encode()).hexdigest()
+
+
+def spawn_service(
+    paths: _Paths,
+    name: str,
+    argv: list[str],
+    port: int,
+    child_env: dict[str, str],
+    port_variable: str,
+    what: str,
+    **extra: Any,
+) -> subprocess.Popen:
+    """Start ``python -m argv…`` in its own session, logging to logs/<name>.log; record it.
+
+    The record (pid, port, log, env digest, ``extra``) is how ``up`` reuses and ``down`` stops it.
+    Returns once the port answers.
+    """
+    if port_open(port):
+        raise _port_taken(port, port_variable, what)
+    log = paths.logs / f"{name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, **child_env, "PYTHONUNBUFFERED": "1"},
+        )
+    record = {"pid": proc.pid, "port": port, "log": str(log), "started_at": time.time()}
+    _write_record(paths.record(name), {**record, "env_sha256": env_digest(child_env), **extra})
+    wait_for_port(port, 30, proc, what)
+    return proc
+
+
 def _start_bridge(paths: _Paths, port: int, child_env: dict[str, str]) -> ServiceInfo:
     """Reuse a healthy bridge started with the same environment; else (re)start it."""
     log = paths.logs / "lambda_bridge.log"
@@ -386,7 +432,13 @@ def _start_bridge(paths: _Paths, port: int, child_env: dict[str, str]) -> Servic
     state = "started"
     if record.get("port") == port and _ours(record.get("pid"), BRIDGE_MARKER):
         health = _bridge_health(port)
-        if health and health.get("pid") == record["pid"] and record.get("env") == child_env:
+        # A bridge without the /s3 route (older code) would take file drops for SNS records.
+        if (
+            health
+            and health.get("pid") == record["pid"]
+            and record.get("env_sha256") == env_digest(child_env)
+            and "s3" in health
+        ):
             return ServiceInfo(
                 "lambda_bridge",
                 address,
@@ -398,46 +450,17 @@ def _start_bridge(paths: _Paths, port: int, child_env: dict[str, str]) -> Servic
             )
         _stop_group(record["pid"])  # stale: it would talk to another moto or warehouse
         state = "restarted"
-    if port_open(port):
-        raise _port_taken(port, "FEEDLOT_LAMBDA_PORT", "Lambda bridge")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                BRIDGE_MARKER,
-                "--host",
-                LOOPBACK,
-                "--port",
-                str(port),
-                "--state-dir",
-                str(paths.root),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env={**os.environ, **child_env, "PYTHONUNBUFFERED": "1"},
-        )
-    _write_record(
-        paths.record("lambda_bridge"),
-        {
-            "pid": proc.pid,
-            "port": port,
-            "log": str(log),
-            "started_at": time.time(),
-            "env": child_env,
-        },
+    argv = [BRIDGE_MARKER, "--host", LOOPBACK, "--port", str(port), "--state-dir", str(paths.root)]
+    proc = spawn_service(
+        paths, "lambda_bridge", argv, port, child_env, "FEEDLOT_LAMBDA_PORT", "Lambda bridge"
     )
-    wait_for_port(port, 30, proc, "Lambda bridge")
     health = _bridge_health(port, timeout=5) or {}
     return ServiceInfo(
         "lambda_bridge", address, proc.pid, True, state, log, health.get("handler", "")
     )
 
 
-def _subscribe_bridge(topic_arn: str, endpoint: str) -> str:
+def _subscribe_bridge(topic_arn: str, endpoint: str, path: str = BRIDGE_PATH) -> str:
     """Subscribe the bridge (idempotent) and drop stale loopback bridge subscriptions.
 
     moto delivers to http subscriptions inside Publish; one pointing at a dead port would make
@@ -452,7 +475,7 @@ def _subscribe_bridge(topic_arn: str, endpoint: str) -> str:
             if (
                 sub.get("Protocol") == "http"
                 and other.startswith(f"http://{LOOPBACK}:")
-                and other.endswith(BRIDGE_PATH)
+                and other.endswith(path)
                 and other != endpoint
                 and sub["SubscriptionArn"].startswith("arn:")
             ):
@@ -460,6 +483,64 @@ def _subscribe_bridge(topic_arn: str, endpoint: str) -> str:
     return sns.subscribe(
         TopicArn=topic_arn, Protocol="http", Endpoint=endpoint, ReturnSubscriptionArn=True
     )["SubscriptionArn"]
+
+
+# --- the API Gateway stand-in (POST /consumo → the API Lambda) ------------------------------------
+
+
+def _api_key(paths: _Paths) -> str:
+    """The configured FEEDLOT_INGEST_API_KEY, else the key this stack generated before, else new.
+
+    Never a built-in value: a fresh random key per state folder, kept across ``up``s so shells
+    that loaded the env file keep working.
+    """
+    import secrets
+
+    from feedlot_pipeline.local.api_gateway import MIN_KEY_LENGTH
+
+    configured = os.environ.get("FEEDLOT_INGEST_API_KEY", "")
+    if configured:
+        if len(configured) < MIN_KEY_LENGTH:
+            raise ServiceError(
+                f"FEEDLOT_INGEST_API_KEY must be at least {MIN_KEY_LENGTH} characters"
+            )
+        return configured
+    if paths.env_file.exists():
+        previous = _parse_env_file(paths.env_file.read_text()).get("FEEDLOT_INGEST_API_KEY", "")
+        if len(previous) >= MIN_KEY_LENGTH:
+            return previous
+    return secrets.token_urlsafe(32)
+
+
+def _check_api_port_first(paths: _Paths, port: int, others: list[int]) -> None:
+    if port in others:
+        raise ServiceError("FEEDLOT_INGEST_API_PORT must differ from the stack's other ports")
+    record = _read_record(paths.record("api_gateway")) or {}
+    ours = record.get("port") == port and _ours(record.get("pid"), API_MARKER)
+    if not ours and port_open(port):
+        raise _port_taken(port, "FEEDLOT_INGEST_API_PORT", "API gateway")
+
+
+def _start_api_gateway(paths: _Paths, port: int, child_env: dict[str, str]) -> ServiceInfo:
+    """Reuse a healthy gateway started with the same environment; else (re)start it."""
+    log = paths.logs / "api_gateway.log"
+    address = f"http://{LOOPBACK}:{port}"
+    digest = env_digest(child_env)  # the env holds the API key: never stored as such
+    record = _read_record(paths.record("api_gateway")) or {}
+    state = "started"
+    if record.get("port") == port and _ours(record.get("pid"), API_MARKER):
+        health = _bridge_health(port)
+        if health and health.get("pid") == record["pid"] and record.get("env_sha256") == digest:
+            return ServiceInfo(
+                "api_gateway", address, record["pid"], True, "reused", log, "POST /consumo"
+            )
+        _stop_group(record["pid"])  # stale: other key, moto or warehouse
+        state = "restarted"
+    argv = [API_MARKER, "--host", LOOPBACK, "--port", str(port), "--state-dir", str(paths.root)]
+    proc = spawn_service(
+        paths, "api_gateway", argv, port, child_env, "FEEDLOT_INGEST_API_PORT", "API gateway"
+    )
+    return ServiceInfo("api_gateway", address, proc.pid, True, state, log, "POST /consumo")
 
 
 # --- Dagster home and the env file ---------------------------------------------------------------
@@ -526,6 +607,9 @@ def up(state_dir: Path | str | None = None) -> StackInfo:
     if len(set(ports)) != len(ports):
         raise ServiceError("FEEDLOT_MOTO_PORT, FEEDLOT_PG_PORT and FEEDLOT_LAMBDA_PORT must differ")
     _check_ports_first(paths, moto_port, pg_port, bridge_port, plan)
+    api_port = _port("FEEDLOT_INGEST_API_PORT")
+    _check_api_port_first(paths, api_port, ports)
+    api_key = _api_key(paths)  # a configured key that is too short fails before anything starts
 
     # PostgreSQL first: a bad FEEDLOT_WAREHOUSE_URL then fails before anything else is started.
     services, warehouse_url, dagster_url = _start_postgres(paths, plan, pg_port)
@@ -556,6 +640,24 @@ def up(state_dir: Path | str | None = None) -> StackInfo:
         services.append(_start_bridge(paths, bridge_port, env))
         endpoint = f"http://{LOOPBACK}:{bridge_port}{BRIDGE_PATH}"
         subscription = _subscribe_bridge(provisioned.topic_arn, endpoint)
+        _subscribe_bridge(
+            provisioned.file_drops_topic_arn,
+            f"http://{LOOPBACK}:{bridge_port}{BRIDGE_S3_PATH}",
+            BRIDGE_S3_PATH,
+        )
+        env.update(
+            {
+                "FEEDLOT_INGEST_API_URL": f"http://{LOOPBACK}:{api_port}",
+                "FEEDLOT_INGEST_API_KEY": api_key,
+            }
+        )
+        services.append(_start_api_gateway(paths, api_port, env))
+        # The worker EC2 instance and its SSM agent, which also serves the stack's SSM endpoint.
+        from feedlot_pipeline.local.ssm_agent import start_worker
+
+        agent, ssm_endpoint = start_worker(paths, _port("FEEDLOT_SSM_AGENT_PORT"), dict(env))
+        services.append(agent)
+        env["AWS_ENDPOINT_URL_SSM"] = ssm_endpoint
     _write_env(paths, env)
     return StackInfo(
         state_dir=paths.root,
@@ -620,7 +722,12 @@ def down(state_dir: Path | str | None = None) -> list[ServiceInfo]:
     """Stop every process this stack started (bridge first, so it can finish its invocations)."""
     paths = _paths(state_dir or default_state_dir())
     result: list[ServiceInfo] = []
-    for name, marker in (("lambda_bridge", BRIDGE_MARKER), ("moto", MOTO_MARKER)):
+    for name, marker in (
+        ("ssm_agent", SSM_AGENT_MARKER),
+        ("api_gateway", API_MARKER),
+        ("lambda_bridge", BRIDGE_MARKER),
+        ("moto", MOTO_MARKER),
+    ):
         record = _read_record(paths.record(name))
         if record is None:
             continue
@@ -739,9 +846,31 @@ def status(state_dir: Path | str | None = None) -> StackInfo:
                 detail,
             )
         )
+    api = _read_record(paths.record("api_gateway"))
+    if api is not None:
+        pid, port = api.get("pid"), int(api.get("port", 0))
+        health = _bridge_health(port) if _ours(pid, API_MARKER) else None
+        alive = bool(health) and health.get("pid") == pid
+        detail = f"POST /consumo, {health['requests']} request(s)" if health else ""
+        services.append(
+            ServiceInfo(
+                "api_gateway",
+                f"http://{LOOPBACK}:{port}",
+                pid,
+                alive,
+                "running" if alive else "down",
+                paths.logs / "api_gateway.log",
+                detail,
+            )
+        )
+    from feedlot_pipeline.local.ssm_agent import agent_service_info
+
+    agent = agent_service_info(paths)
+    if agent is not None:
+        services.append(agent)
     if services:  # a part `up` never got to is down too
         known = {s.name for s in services}
-        for name in ("moto", "postgres", "lambda_bridge"):
+        for name in ("moto", "postgres", "lambda_bridge", "api_gateway"):
             if name not in known and not (name == "postgres" and "warehouse" in known):
                 services.append(ServiceInfo(name, "-", None, False, "not started"))
     env_values = _parse_env_file(paths.env_file.read_text()) if paths.env_file.exists() else {}

@@ -29,13 +29,24 @@ STACK_VARS = (
     "FEEDLOT_DAGSTER_STORAGE_URL",
     "FEEDLOT_STATE_DIR",
     "FEEDLOT_SNS_HANDLER",
+    "FEEDLOT_INGEST_API_PORT",
+    "FEEDLOT_INGEST_API_KEY",
+    "FEEDLOT_SSM_AGENT_PORT",
+    "AWS_ENDPOINT_URL_SSM",
+)
+PORT_VARS = (
+    "FEEDLOT_MOTO_PORT",
+    "FEEDLOT_PG_PORT",
+    "FEEDLOT_LAMBDA_PORT",
+    "FEEDLOT_INGEST_API_PORT",
+    "FEEDLOT_SSM_AGENT_PORT",
 )
 
 
 @pytest.fixture()
 def ports(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
     chosen: dict[str, int] = {}
-    for var in ("FEEDLOT_MOTO_PORT", "FEEDLOT_PG_PORT", "FEEDLOT_LAMBDA_PORT"):
+    for var in PORT_VARS:
         port = free_port()
         while port in chosen.values():
             port = free_port()
@@ -123,6 +134,8 @@ def test_up_status_env_down_cycle(
         assert {s.name: s.state for s in second.services if s.name != "warehouse"} == {
             "moto": "reused",
             "lambda_bridge": "reused",
+            "api_gateway": "reused",
+            "ssm_agent": "reused",
             **({"postgres": "reused"} if "postgres" in names else {}),
         }
         assert second.env == first.env
@@ -182,9 +195,11 @@ def test_up_status_env_down_cycle(
     assert {s.name: s.state for s in stopped if s.name != "warehouse"} == {
         "lambda_bridge": "stopped",
         "moto": "stopped",
+        "api_gateway": "stopped",
+        "ssm_agent": "stopped",
         **({"postgres": "stopped"} if "postgres" in names else {}),
     }
-    for var in ("FEEDLOT_MOTO_PORT", "FEEDLOT_LAMBDA_PORT"):
+    for var in ("FEEDLOT_MOTO_PORT", "FEEDLOT_LAMBDA_PORT", "FEEDLOT_INGEST_API_PORT"):
         assert not port_open(ports[var])
     after = runner.invoke(local, ["status", "--state-dir", str(state)])
     assert after.exit_code == 1
@@ -192,7 +207,8 @@ def test_up_status_env_down_cycle(
 
 
 @pytest.mark.parametrize(
-    "variable", ["FEEDLOT_MOTO_PORT", "FEEDLOT_LAMBDA_PORT", "FEEDLOT_PG_PORT"]
+    "variable",
+    ["FEEDLOT_MOTO_PORT", "FEEDLOT_LAMBDA_PORT", "FEEDLOT_PG_PORT", "FEEDLOT_INGEST_API_PORT"],
 )
 def test_port_in_use_is_one_clear_line_and_starts_nothing(
     tmp_path: Path, clean_env: None, ports: dict[str, int], variable: str
