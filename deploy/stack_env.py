@@ -5,7 +5,11 @@ with the variable's name and a colon ("FEEDLOT_LAKE_BUCKET: data lake bucket"). 
 outputs into ``export NAME=value`` lines for a shell, a systemd EnvironmentFile or an ECS task
 definition:
 
-    python deploy/stack_env.py feedlot-dev-core > feedlot-dev.env
+    python deploy/stack_env.py feedlot-dev-core feedlot-dev-ingest > feedlot-dev.env
+
+Several stacks are merged (core gives the buckets, topic and sensor queue; ingest the API URL,
+large-file queues, Firehose stream); two stacks claiming one variable with different values is
+an error rather than a silent override.
 
 It uses boto3 like the rest of the platform, so AWS_ENDPOINT_URL decides whether it reads the
 stack from moto or from AWS. Secrets (FEEDLOT_WAREHOUSE_URL) are never outputs: read them from
@@ -45,13 +49,24 @@ def stack_env(stack_name: str, cloudformation: Any = None) -> dict[str, str]:
     return env_from_outputs(stack.get("Outputs", []))
 
 
+def merge_envs(envs: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """One environment from several stacks' (``{stack: env}``); a conflicting value raises."""
+    merged: dict[str, str] = {}
+    source: dict[str, str] = {}
+    for stack, env in envs.items():
+        for key, value in env.items():
+            if key in merged and merged[key] != value:
+                raise ValueError(f"{key} differs between stacks {source[key]} and {stack}")
+            merged[key] = value
+            source.setdefault(key, stack)
+    return merged
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 1:
         print("usage: stack_env.py STACK_NAME [STACK_NAME ...]", file=sys.stderr)
         return 2
-    merged: dict[str, str] = {}
-    for name in argv:
-        merged.update(stack_env(name))
+    merged = merge_envs({name: stack_env(name) for name in argv})
     for key, value in sorted(merged.items()):
         print(f"export {key}={shlex.quote(value)}")
     return 0

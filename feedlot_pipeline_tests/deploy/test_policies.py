@@ -41,6 +41,7 @@ PARAMETER_SETTINGS = {
     "SensorQueueName": "FEEDLOT_SENSOR_QUEUE",
     "SensorDlqName": "FEEDLOT_SENSOR_DLQ",
     "PartitionStart": "FEEDLOT_PARTITION_START",
+    "LandingInputPrefix": "FEEDLOT_LANDING_INPUT_PREFIX",
 }
 # What the core stack's outputs must provide (FEEDLOT_WAREHOUSE_URL comes from the secret).
 CORE_ENV = {
@@ -347,15 +348,19 @@ def test_dagster_policy_is_scoped() -> None:
     grants = _grants(document)
     queue = {"import:${CoreStackName}-SensorQueueArn"}
     dlq = {"import:${CoreStackName}-SensorDlqArn"}
-    for action in (
-        "sqs:ReceiveMessage",
-        "sqs:DeleteMessage",
-        "sqs:ChangeMessageVisibility",
-        "sqs:GetQueueAttributes",
-    ):
+    # ingest.yaml's large-file queues, by name (iam.yaml does not import the ingest stack).
+    sqs_arn = "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:"
+    large = {sqs_arn + "${LargeFileQueueName}"}
+    large_dlq = {sqs_arn + "${LargeFileDlqName}"}
+    for action in ("sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"):
         assert grants[action] == queue, action
-    assert grants["sqs:GetQueueUrl"] == queue | dlq
-    assert grants["sqs:SendMessage"] == dlq
+    for action in ("sqs:ReceiveMessage", "sqs:DeleteMessage"):
+        assert grants[action] == queue | large, action
+    assert grants["sqs:GetQueueUrl"] == queue | dlq | large | large_dlq
+    assert grants["sqs:SendMessage"] == dlq | large_dlq
+    params = IAM["Parameters"]
+    assert params["LargeFileQueueName"]["Default"] == DEFAULTS["FEEDLOT_LARGE_FILE_QUEUE"]
+    assert params["LargeFileDlqName"]["Default"] == DEFAULTS["FEEDLOT_LARGE_FILE_DLQ"]
     assert grants["s3:GetObject"] == {"import:${CoreStackName}-LakeBucketArn/historico_diario/*"}
     assert grants["s3:PutObject"] == {"import:${CoreStackName}-ProcessedBucketArn/*"}
     assert grants["s3:ListBucket"] == {"import:${CoreStackName}-LakeBucketArn"}
