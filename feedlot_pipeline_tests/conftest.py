@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from feedlot_pipeline.aws import client
 from feedlot_pipeline.local.services import EmbeddedPostgres, free_port, start_moto
 from feedlot_pipeline.settings import Settings
+from feedlot_pipeline.settings import env as settings_env
 
 AWS_TEST_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -70,7 +72,11 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch):
     ]:
         monkeypatch.setenv(var, f"t{tag}-{base}")
     settings = Settings()
-    return settings, provision(settings)
+    yield settings, provision(settings)
+    # moto keeps an account's quota of 50 Firehose streams: free this test's one.
+    client("firehose").delete_delivery_stream(
+        DeliveryStreamName=settings_env("FEEDLOT_FIREHOSE_STREAM"), AllowForceDelete=True
+    )
 
 
 @pytest.fixture(scope="session")

@@ -138,7 +138,11 @@ def test_api_key_routes_methods_and_handler_failures(moto_endpoint, api_key) -> 
         url = f"{gw.url}/consumo"
         with requests.Session() as s:  # one keep-alive connection through every refusal
             assert s.post(url, data="{}").status_code == 401
-            wrong = s.post(url, data="{}", headers={"x-api-key": api_key[:-1] + "x"})
+            wrong = s.post(
+                url,
+                data="{}",
+                headers={"x-api-key": api_key[:-1] + ("y" if api_key.endswith("x") else "x")},
+            )
             assert wrong.status_code == 403 and wrong.json() == {"message": "Forbidden"}
             ok = {"x-api-key": api_key}
             assert s.post(f"{gw.url}/other", data="{}", headers=ok).status_code == 404
