@@ -1,0 +1,123 @@
+"""The whole issue-4 path at once: Dagster → SSM SendCommand → the local agent → the real
+``feedlot worker run bulk_import`` → raw zone + warehouse → Pipes back into the run.
+
+The other worker tests prove each half with a stand-in on the far side; this one proves the two
+halves agree (command line, Pipes bootstrap, the partitions message) on a real file.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import dagster as dg
+import sqlalchemy as sa
+
+from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.synthetic import write_jsonl
+from feedlot_pipeline.ingestion.partitions import split_key
+from feedlot_pipeline.worker.assets import HISTORICO_CONSUMO, worker_bulk_import
+from feedlot_pipeline.worker.jobs import bulk_import_run_config
+from feedlot_pipeline.worker.resources import WorkerResource
+from feedlot_pipeline_tests.worker.conftest import WorkerStack
+
+RECORDS = 3_000
+
+
+def _resource(stack: WorkerStack, settings, warehouse_url: str) -> WorkerResource:  # noqa: ANN001
+    # The session's agent was started before this test's warehouse and buckets existed; an
+    # instance gets these from its own configuration, here they ride on the command line.
+    settings_env = (
+        f"env FEEDLOT_WAREHOUSE_URL={shlex.quote(warehouse_url)} "
+        f"FEEDLOT_LAKE_BUCKET={settings.lake_bucket} "
+        f"FEEDLOT_LANDING_BUCKET={settings.landing_bucket} "
+        f"FEEDLOT_PROCESSED_BUCKET={settings.processed_bucket}"
+    )
+    return WorkerResource(
+        pipes_bucket=settings.processed_bucket,
+        tag_key=stack.tag_key,
+        tag_value=stack.tag_value,
+        timeout_seconds=120,
+        poll_seconds=0.5,
+        closed_grace_seconds=10,
+        # What the instance's shell runs: the package's CLI (`feedlot` on the instance's PATH).
+        command=f"{settings_env} {sys.executable} -m feedlot_pipeline.cli",
+        output_bucket=settings.processed_bucket,
+    )
+
+
+def _counts(url: str) -> tuple[int, dict[str, int]]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT count(*) FROM historico_consumo")).scalar_one()
+            by_code = dict(
+                conn.execute(
+                    sa.text(
+                        "SELECT reason_code, count(*) FROM historico_consumo_rejeitados "
+                        "GROUP BY reason_code"
+                    )
+                ).all()
+            )
+    finally:
+        engine.dispose()
+    return rows, by_code
+
+
+def test_real_worker_dispatched_through_ssm_loads_and_reports_every_partition(
+    warehouse_url: str, aws, ssm_worker: WorkerStack, tmp_path: Path
+) -> None:
+    settings, _ = aws
+    path = write_jsonl(tmp_path / "history.jsonl", RECORDS, seed=11, bad_fraction=0.02)
+    client("s3").upload_file(str(path), settings.landing_bucket, "big/history.jsonl")
+    uri = f"s3://{settings.landing_bucket}/big/history.jsonl"
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [worker_bulk_import],
+        resources={"worker": _resource(ssm_worker, settings, warehouse_url)},
+        instance=instance,
+        run_config=bulk_import_run_config(uri),
+    )
+    assert result.success
+
+    (own,) = [
+        m
+        for m in result.asset_materializations_for_node("worker_bulk_import")
+        if m.asset_key == dg.AssetKey("worker_bulk_import")
+    ]
+    loaded, rejected = own.metadata["loaded"].value, own.metadata["rejected"].value
+    assert own.metadata["records"].value == RECORDS == loaded + rejected
+    assert 0 < rejected < RECORDS // 10
+
+    # The warehouse holds exactly what the worker reported.
+    rows, by_code = _counts(warehouse_url)
+    assert rows == loaded and sum(by_code.values()) == rejected
+
+    # One historico_consumo materialization per (farm, day) the file touched, counts adding up.
+    records = instance.fetch_materializations(HISTORICO_CONSUMO, limit=1000).records
+    partitions = {r.partition_key: r.asset_materialization.metadata for r in records}
+    days = {split_key(key) for key in partitions}
+    assert {farm for farm, _ in days} >= {"fazenda_um", "fazenda_dois"}
+    assert sum(m["loaded"].value for m in partitions.values()) == loaded
+
+    # The worker's own log lines reached the run.
+    logs = "\n".join(r.user_message for r in instance.all_logs(result.run_id))
+    assert uri in logs
+
+    # Dispatched again (a new run): nothing is written twice.
+    again = dg.materialize(
+        [worker_bulk_import],
+        resources={"worker": _resource(ssm_worker, settings, warehouse_url)},
+        instance=instance,
+        run_config=bulk_import_run_config(uri),
+    )
+    assert again.success
+    (second,) = [
+        m
+        for m in again.asset_materializations_for_node("worker_bulk_import")
+        if m.asset_key == dg.AssetKey("worker_bulk_import")
+    ]
+    assert second.metadata["inserted"].value == 0 and second.metadata["updated"].value == 0
+    assert _counts(warehouse_url) == (rows, by_code)
