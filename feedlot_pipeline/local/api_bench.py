@@ -14,14 +14,12 @@ request latency p50/p95 for each ``C`` in ``--clients``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -29,20 +27,7 @@ from typing import Any
 import click
 
 from feedlot_pipeline.ingestion.producer import ApiPoster, PublishResult, iter_generated
-
-
-@contextlib.contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+from feedlot_pipeline.local.services import environ
 
 
 def _local_route(stack: ExitStack, echo: Any) -> tuple[str, str]:
@@ -77,7 +62,7 @@ def _local_route(stack: ExitStack, echo: Any) -> tuple[str, str]:
     schema.upgrade(db_url)
     key = secrets.token_urlsafe(32)
     stack.enter_context(
-        _environ(
+        environ(
             {
                 "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
                 "AWS_ACCESS_KEY_ID": "testing",

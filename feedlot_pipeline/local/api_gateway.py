@@ -55,7 +55,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from feedlot_pipeline.local.lambda_bridge import Handler, LambdaContext, load_handler
-from feedlot_pipeline.local.services import LOOPBACK, ServiceError
+from feedlot_pipeline.local.services import LOOPBACK, JsonLogFormatter, ServiceError
 
 DEFAULT_HANDLER = "feedlot_pipeline.lambdas.api_handler:handler"
 DEFAULT_FUNCTION_NAME = "feedlot-api-landing"
@@ -189,20 +189,6 @@ def _key_id(key: str) -> str:
 
 
 # --- logging -------------------------------------------------------------------------------------
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
-                timespec="milliseconds"
-            ),
-            "level": record.levelname,
-            "logger": "api_gateway",
-            "event": record.getMessage(),
-            **getattr(record, "fields", {}),
-        }
-        return json.dumps(line, default=str)
 
 
 # --- HTTP ----------------------------------------------------------------------------------------
@@ -453,7 +439,7 @@ class ApiGateway:
             path = Path(state_dir) / "logs" / "api_gateway.log"
             path.parent.mkdir(parents=True, exist_ok=True)
             self._log_handler = logging.FileHandler(path, encoding="utf-8")
-            self._log_handler.setFormatter(_JsonFormatter())
+            self._log_handler.setFormatter(JsonLogFormatter("api_gateway"))
         self.log.addHandler(self._log_handler)
         self._handler: Handler | None = None
         self._server: _Server | None = None

@@ -34,6 +34,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from feedlot_pipeline.local.services import JsonLogFormatter
+
 LOOPBACK = "127.0.0.1"
 DEFAULT_HANDLER = "feedlot_pipeline.lambdas.sns_handler:handler"
 DEFAULT_FUNCTION_NAME = "feedlot-sns-landing"
@@ -127,27 +129,13 @@ def load_handler(spec: str) -> Handler:
 # --- structured logging --------------------------------------------------------------------------
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
-                timespec="milliseconds"
-            ),
-            "level": record.levelname,
-            "logger": "lambda_bridge",
-            "event": record.getMessage(),
-            **getattr(record, "fields", {}),
-        }
-        return json.dumps(line, default=str)
-
-
 def _logger(log_path: Path, name: str) -> tuple[logging.Logger, logging.Handler]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger(f"feedlot.lambda_bridge.{name}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
     handler = logging.FileHandler(log_path, encoding="utf-8")
-    handler.setFormatter(_JsonFormatter())
+    handler.setFormatter(JsonLogFormatter("lambda_bridge"))
     logger.addHandler(handler)
     return logger, handler
 

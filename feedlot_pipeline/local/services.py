@@ -6,6 +6,9 @@ stand-ins a user gets.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import os
 import shutil
 import socket
@@ -14,10 +17,47 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
+
+
+@contextlib.contextmanager
+def environ(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for a moment (boto3 clients read AWS_ENDPOINT_URL from there)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line, the local services' log format (a record's ``fields`` merged)."""
+
+    def __init__(self, logger_name: str) -> None:
+        super().__init__()
+        self.logger_name = logger_name
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname,
+            "logger": self.logger_name,
+            "event": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
+        return json.dumps(line, default=str)
 
 
 class ServiceError(RuntimeError):

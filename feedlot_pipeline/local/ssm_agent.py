@@ -708,7 +708,7 @@ def start_worker(paths: Any, port: int, child_env: dict[str, str]) -> tuple[Any,
     """Register the worker instance in moto and start (or reuse) its agent.
 
     Returns the agent's ServiceInfo and the SSM endpoint URL to export as AWS_ENDPOINT_URL_SSM.
-    Runs with this process's environment pointed at the stack (inside stack.up's ``_environ``).
+    Runs with this process's environment pointed at the stack (inside stack.up's ``environ``).
     """
     from feedlot_pipeline.backups.snapshots import BackupSettings
     from feedlot_pipeline.local import stack

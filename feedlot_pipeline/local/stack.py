@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from feedlot_pipeline.local.services import (
     EmbeddedPostgres,
     ServiceError,
     ensure_database,
+    environ,
     port_open,
     start_moto,
     wait_for_port,
@@ -178,21 +178,6 @@ def _ours(pid: int | None, marker: str) -> bool:
         except OSError:
             return False
     return True
-
-
-@contextlib.contextmanager
-def _environ(values: dict[str, str]) -> Iterator[None]:
-    """Point this process's boto3 clients at the stack for a moment (provisioning, subscribing)."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _port_taken(port: int, variable: str, what: str) -> ServiceError:
@@ -633,7 +618,7 @@ def up(state_dir: Path | str | None = None) -> StackInfo:
         **names,
     }
 
-    with _environ({**aws_env, **names}):
+    with environ({**aws_env, **names}):
         from feedlot_pipeline.local.provision import provision
 
         provisioned = provision(Settings())
