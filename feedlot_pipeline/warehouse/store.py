@@ -15,6 +15,7 @@ MySQL uses batched multi-row ``INSERT … ON DUPLICATE KEY UPDATE``.
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import threading
@@ -165,6 +166,34 @@ def create_warehouse_engine(url: str, **kwargs: Any) -> sa.Engine:
     return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args, **kwargs)
 
 
+def _url_from_secret() -> str | None:
+    """FEEDLOT_WAREHOUSE_SECRET's URL; None when no secret is configured."""
+    secret = os.environ.get("FEEDLOT_WAREHOUSE_SECRET")
+    if not secret:
+        return None
+    from feedlot_pipeline.aws import client
+
+    try:
+        text = client("secretsmanager").get_secret_value(SecretId=secret)["SecretString"]
+    except Exception as err:  # noqa: BLE001 - re-raised with what to check
+        raise WarehouseConfigError(
+            f"cannot read the warehouse secret {secret!r} (FEEDLOT_WAREHOUSE_SECRET): {err}"
+        ) from None
+    key = os.environ.get("FEEDLOT_WAREHOUSE_SECRET_KEY") or "url"
+    if text.lstrip().startswith("{"):
+        try:
+            value = json.loads(text).get(key)
+        except (ValueError, AttributeError):
+            value = None
+        if not isinstance(value, str) or not value:
+            raise WarehouseConfigError(
+                f"the warehouse secret {secret!r} is JSON without a string under {key!r} "
+                "(FEEDLOT_WAREHOUSE_SECRET_KEY)"
+            )
+        return value
+    return text.strip()
+
+
 def _cap(text: str, limit: int) -> str:
     """Text that any of the two databases accepts: no NUL characters, at most ``limit`` chars."""
     if "\x00" in text:
@@ -191,12 +220,18 @@ class Warehouse:
 
     @classmethod
     def from_env(cls) -> Warehouse:
-        """The warehouse named by FEEDLOT_WAREHOUSE_URL."""
-        url = os.environ.get("FEEDLOT_WAREHOUSE_URL")
+        """The warehouse of FEEDLOT_WAREHOUSE_URL, else of the secret FEEDLOT_WAREHOUSE_SECRET.
+
+        The secret (Secrets Manager name or ARN) holds the URL as plain text or as JSON under
+        FEEDLOT_WAREHOUSE_SECRET_KEY (``url``). It is how the EC2 worker finds the warehouse: an
+        SSM command line is visible in the console, so the URL never travels in one.
+        """
+        url = os.environ.get("FEEDLOT_WAREHOUSE_URL") or _url_from_secret()
         if not url:
             raise WarehouseConfigError(
                 "FEEDLOT_WAREHOUSE_URL is not set: the warehouse's SQLAlchemy URL with the driver "
-                "named, e.g. postgresql+psycopg://user:pass@host:5432/db or mysql+pymysql://…"
+                "named, e.g. postgresql+psycopg://user:pass@host:5432/db or mysql+pymysql://… "
+                "(or FEEDLOT_WAREHOUSE_SECRET: a Secrets Manager secret holding it)"
             )
         return cls(url)
 

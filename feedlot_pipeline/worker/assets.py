@@ -88,6 +88,7 @@ def worker_bulk_import(
         command=command,
         timeout_seconds=worker.timeout_seconds,
         comment=f"feedlot {JOB} {context.run_id}",
+        env=worker.command_env,
         **worker.target(),
     )
     partitions = touched_partitions(invocation.get_custom_messages())

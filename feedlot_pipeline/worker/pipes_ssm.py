@@ -185,12 +185,14 @@ class PipesSSMClient(PipesClient, TreatAsResourceParam):
         execution_timeout_margin_seconds: int = 60,
         extras: Mapping[str, Any] | None = None,
         comment: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> PipesClientCompletedInvocation:
         """Send ``command`` to one instance (by id, or a tag target matching one), wait, report.
 
         ``timeout_seconds`` bounds the whole wait: past it the command is cancelled and
         PipesSSMError raised. The document's ``executionTimeout`` is that plus a margin, so the
-        instance stops the process itself even if this Dagster process dies.
+        instance stops the process itself even if this Dagster process dies. ``env`` is set on
+        the command line (visible in SSM's command history: configuration, never secrets).
         """
         if bool(instance_ids) == bool(targets):
             raise dg.DagsterInvariantViolationError("give exactly one of instance_ids or targets")
@@ -212,7 +214,7 @@ class PipesSSMClient(PipesClient, TreatAsResourceParam):
         with open_pipes_session(
             context=context, context_injector=injector, message_reader=reader, extras=extras
         ) as session:
-            line = shell_command(command, session.get_bootstrap_env_vars())
+            line = shell_command(command, {**(env or {}), **session.get_bootstrap_env_vars()})
             execution_timeout = int(timeout_seconds) + execution_timeout_margin_seconds
             send: dict[str, Any] = {
                 "DocumentName": self.document_name,

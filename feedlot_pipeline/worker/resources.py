@@ -40,6 +40,25 @@ DOCS: dict[str, str] = {
 }
 
 
+# Settings the worker needs to agree with Dagster on, sent with each command. Names, buckets and
+# a secret's name only: the command line is visible in SSM's history, so never a URL or a key.
+FORWARDED_SETTINGS = (
+    "AWS_DEFAULT_REGION",
+    "FEEDLOT_LANDING_BUCKET",
+    "FEEDLOT_LAKE_BUCKET",
+    "FEEDLOT_PROCESSED_BUCKET",
+    "FEEDLOT_CONSUMO_META_RULE",
+    "FEEDLOT_PARTITION_START",
+    "FEEDLOT_WAREHOUSE_SECRET",
+    "FEEDLOT_WAREHOUSE_SECRET_KEY",
+)
+
+
+def forwarded_settings() -> dict[str, str]:
+    """The FORWARDED_SETTINGS set in this environment."""
+    return {name: os.environ[name] for name in FORWARDED_SETTINGS if os.environ.get(name)}
+
+
 def worker_env(name: str) -> str:
     """A worker setting: the environment first, then the default above ('' if none)."""
     value = os.environ.get(name)
@@ -65,6 +84,7 @@ class WorkerResource(dg.ConfigurableResource):
     command: str = DEFAULTS["FEEDLOT_WORKER_COMMAND"]
     output_bucket: str = ""
     output_prefix: str = DEFAULTS["FEEDLOT_WORKER_OUTPUT_PREFIX"]
+    command_env: dict[str, str] = {}
 
     @classmethod
     def from_env(cls) -> "WorkerResource":
@@ -81,6 +101,7 @@ class WorkerResource(dg.ConfigurableResource):
             command=worker_env("FEEDLOT_WORKER_COMMAND"),
             output_bucket=env("FEEDLOT_PROCESSED_BUCKET"),
             output_prefix=worker_env("FEEDLOT_WORKER_OUTPUT_PREFIX"),
+            command_env=forwarded_settings(),
         )
 
     def pipes_client(self) -> PipesSSMClient:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -250,3 +251,29 @@ def test_from_env(warehouse_url: str) -> None:
 def test_columns_in_order() -> None:
     assert WAREHOUSE_COLUMNS[0] == "id_treated_data"
     assert WAREHOUSE_COLUMNS[-2:] == ("row_ts", "correlation_id")
+
+
+def test_from_env_reads_the_url_from_a_secret(aws, warehouse_url, monkeypatch) -> None:
+    """Where FEEDLOT_WAREHOUSE_URL is not set (the EC2 worker), the URL comes from the secret."""
+    from feedlot_pipeline.aws import client
+    from feedlot_pipeline.warehouse.store import WarehouseConfigError
+
+    sm = client("secretsmanager")
+    tag = uuid.uuid4().hex[:8]
+    as_json = sm.create_secret(Name=f"t{tag}/json", SecretString=f'{{"url": "{warehouse_url}"}}')
+    as_text = sm.create_secret(Name=f"t{tag}/text", SecretString=warehouse_url)
+    no_key = sm.create_secret(Name=f"t{tag}/nokey", SecretString='{"host": "db"}')
+    monkeypatch.delenv("FEEDLOT_WAREHOUSE_URL")
+    for secret in (as_json["ARN"], f"t{tag}/text", as_text["ARN"]):
+        monkeypatch.setenv("FEEDLOT_WAREHOUSE_SECRET", secret)
+        with Warehouse.from_env() as wh:
+            assert "FazendaUm" in wh.clients()
+    monkeypatch.setenv("FEEDLOT_WAREHOUSE_SECRET", no_key["ARN"])
+    with pytest.raises(WarehouseConfigError, match="without a string under 'url'"):
+        Warehouse.from_env()
+    monkeypatch.setenv("FEEDLOT_WAREHOUSE_SECRET", f"t{tag}/missing")
+    with pytest.raises(WarehouseConfigError, match="cannot read the warehouse secret"):
+        Warehouse.from_env()
+    monkeypatch.delenv("FEEDLOT_WAREHOUSE_SECRET")
+    with pytest.raises(WarehouseConfigError, match="FEEDLOT_WAREHOUSE_URL is not set"):
+        Warehouse.from_env()

@@ -7,8 +7,9 @@ halves agree (command line, Pipes bootstrap, the partitions message) on a real f
 
 from __future__ import annotations
 
-import shlex
+import json
 import sys
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -19,21 +20,13 @@ from feedlot_pipeline.core.synthetic import write_jsonl
 from feedlot_pipeline.ingestion.partitions import split_key
 from feedlot_pipeline.worker.assets import HISTORICO_CONSUMO, worker_bulk_import
 from feedlot_pipeline.worker.jobs import bulk_import_run_config
-from feedlot_pipeline.worker.resources import WorkerResource
+from feedlot_pipeline.worker.resources import WorkerResource, forwarded_settings
 from feedlot_pipeline_tests.worker.conftest import WorkerStack
 
 RECORDS = 3_000
 
 
-def _resource(stack: WorkerStack, settings, warehouse_url: str) -> WorkerResource:  # noqa: ANN001
-    # The session's agent was started before this test's warehouse and buckets existed; an
-    # instance gets these from its own configuration, here they ride on the command line.
-    settings_env = (
-        f"env FEEDLOT_WAREHOUSE_URL={shlex.quote(warehouse_url)} "
-        f"FEEDLOT_LAKE_BUCKET={settings.lake_bucket} "
-        f"FEEDLOT_LANDING_BUCKET={settings.landing_bucket} "
-        f"FEEDLOT_PROCESSED_BUCKET={settings.processed_bucket}"
-    )
+def _resource(stack: WorkerStack, settings) -> WorkerResource:  # noqa: ANN001
     return WorkerResource(
         pipes_bucket=settings.processed_bucket,
         tag_key=stack.tag_key,
@@ -42,8 +35,11 @@ def _resource(stack: WorkerStack, settings, warehouse_url: str) -> WorkerResourc
         poll_seconds=0.5,
         closed_grace_seconds=10,
         # What the instance's shell runs: the package's CLI (`feedlot` on the instance's PATH).
-        command=f"{settings_env} {sys.executable} -m feedlot_pipeline.cli",
+        command=f"{sys.executable} -m feedlot_pipeline.cli",
         output_bucket=settings.processed_bucket,
+        # As in production: buckets and the warehouse secret's name travel with the command;
+        # the worker reads the URL from Secrets Manager (the agent's own env has none).
+        command_env=forwarded_settings(),
     )
 
 
@@ -66,9 +62,13 @@ def _counts(url: str) -> tuple[int, dict[str, int]]:
 
 
 def test_real_worker_dispatched_through_ssm_loads_and_reports_every_partition(
-    warehouse_url: str, aws, ssm_worker: WorkerStack, tmp_path: Path
+    warehouse_url: str, aws, ssm_worker: WorkerStack, tmp_path: Path, monkeypatch
 ) -> None:
     settings, _ = aws
+    secret = client("secretsmanager").create_secret(
+        Name=f"feedlot/test/{uuid.uuid4().hex[:8]}", SecretString=json.dumps({"url": warehouse_url})
+    )
+    monkeypatch.setenv("FEEDLOT_WAREHOUSE_SECRET", secret["ARN"])
     path = write_jsonl(tmp_path / "history.jsonl", RECORDS, seed=11, bad_fraction=0.02)
     client("s3").upload_file(str(path), settings.landing_bucket, "big/history.jsonl")
     uri = f"s3://{settings.landing_bucket}/big/history.jsonl"
@@ -76,7 +76,7 @@ def test_real_worker_dispatched_through_ssm_loads_and_reports_every_partition(
     instance = dg.DagsterInstance.ephemeral()
     result = dg.materialize(
         [worker_bulk_import],
-        resources={"worker": _resource(ssm_worker, settings, warehouse_url)},
+        resources={"worker": _resource(ssm_worker, settings)},
         instance=instance,
         run_config=bulk_import_run_config(uri),
     )
@@ -109,7 +109,7 @@ def test_real_worker_dispatched_through_ssm_loads_and_reports_every_partition(
     # Dispatched again (a new run): nothing is written twice.
     again = dg.materialize(
         [worker_bulk_import],
-        resources={"worker": _resource(ssm_worker, settings, warehouse_url)},
+        resources={"worker": _resource(ssm_worker, settings)},
         instance=instance,
         run_config=bulk_import_run_config(uri),
     )

@@ -234,3 +234,17 @@ def test_run_config_path_matches_the_job() -> None:
     from dagster._config import process_config
 
     assert process_config(job.run_config_schema.config_type, config).success
+
+
+def test_configuration_rides_on_the_command_but_never_a_url(monkeypatch) -> None:
+    from feedlot_pipeline.worker.resources import forwarded_settings
+
+    monkeypatch.setenv("FEEDLOT_LAKE_BUCKET", "lake-x")
+    monkeypatch.setenv("FEEDLOT_WAREHOUSE_SECRET", "feedlot/prod/warehouse")
+    monkeypatch.setenv("FEEDLOT_WAREHOUSE_URL", "postgresql+psycopg://u:secret@db/feedlot")
+    forwarded = forwarded_settings()
+    assert forwarded["FEEDLOT_LAKE_BUCKET"] == "lake-x"
+    assert forwarded["FEEDLOT_WAREHOUSE_SECRET"] == "feedlot/prod/warehouse"
+    assert "FEEDLOT_WAREHOUSE_URL" not in forwarded
+    line = shell_command(["feedlot", "worker", "run"], forwarded)
+    assert "FEEDLOT_LAKE_BUCKET=lake-x" in line and "secret@" not in line
