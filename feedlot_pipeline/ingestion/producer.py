@@ -90,6 +90,11 @@ class PublishResult:
     def ok(self) -> bool:
         return self.failures == 0 and self.aborted is None
 
+    def skip(self, bad: BadLine) -> None:
+        """A line that is not a record: counted and named in the summary, never published."""
+        self.bad_lines += 1
+        self.note(f"{bad.origin}: skipped, {bad.reason}")
+
     def note(self, text: str) -> None:
         if len(self.details) < KEPT_DETAILS:
             self.details.append(text)
@@ -239,8 +244,7 @@ class Publisher:
             if self.result.aborted:
                 return
             if isinstance(item, BadLine):
-                self.result.bad_lines += 1
-                self.result.note(f"{item.origin}: skipped, {item.reason}")
+                self.result.skip(item)
                 self._tick(1)
                 continue
             extra = len(item) + (1 if records else 0)
@@ -364,8 +368,7 @@ def _json_arrays(
         if result.aborted:
             return
         if isinstance(item, BadLine):
-            result.bad_lines += 1
-            result.note(f"{item.origin}: skipped, {item.reason}")
+            result.skip(item)
             tick(1)
             continue
         if len(item) + 2 > max_bytes:
@@ -564,8 +567,7 @@ class FirehoseWriter:
             if self.result.aborted:
                 return
             if isinstance(item, BadLine):
-                self.result.bad_lines += 1
-                self.result.note(f"{item.origin}: skipped, {item.reason}")
+                self.result.skip(item)
                 self._tick(1)
                 continue
             line = item + b"\n"

@@ -34,10 +34,9 @@ def _local_route(stack: ExitStack, echo: Any) -> tuple[str, str]:
     """Start moto, a scratch warehouse and the gateway in-process; (url, key). Undone by stack."""
     from feedlot_pipeline.local.api_gateway import ApiGateway
     from feedlot_pipeline.local.provision import provision
-    from feedlot_pipeline.local.services import EmbeddedPostgres, free_port, start_moto
+    from feedlot_pipeline.local.services import free_port, start_moto
     from feedlot_pipeline.settings import Settings
-    from feedlot_pipeline.warehouse import schema
-    from feedlot_pipeline.warehouse.bench import _create_database, _drop_database
+    from feedlot_pipeline.warehouse.bench import scratch_database, server_or_embedded
 
     work = Path(tempfile.mkdtemp(prefix="feedlot-api-bench-"))
     stack.callback(shutil.rmtree, work, True)
@@ -50,16 +49,8 @@ def _local_route(stack: ExitStack, echo: Any) -> tuple[str, str]:
         moto.wait(10)
 
     stack.callback(stop_moto)
-    server_url = os.environ.get("FEEDLOT_WAREHOUSE_URL")
-    if not server_url:
-        echo("starting an embedded PostgreSQL …")
-        pg = EmbeddedPostgres(work / "pg" / "data", free_port())
-        pg.start()
-        stack.callback(pg.stop)
-        server_url = pg.url
-    db_url = _create_database(server_url)
-    stack.callback(_drop_database, db_url)
-    schema.upgrade(db_url)
+    server_url = server_or_embedded(stack, os.environ.get("FEEDLOT_WAREHOUSE_URL"), work, echo)
+    db_url = scratch_database(stack, server_url)
     key = secrets.token_urlsafe(32)
     stack.enter_context(
         environ(

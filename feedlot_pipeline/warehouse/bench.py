@@ -108,6 +108,29 @@ def _drop_database(url: str) -> None:
         admin.dispose()
 
 
+def server_or_embedded(stack: ExitStack, url: str | None, work: Path, echo=click.echo) -> str:
+    """``url`` when given; else an embedded PostgreSQL under ``work``, stopped with ``stack``."""
+    if url:
+        return url
+    from feedlot_pipeline.local.services import EmbeddedPostgres, free_port
+
+    server = EmbeddedPostgres(work / "pg" / "data", free_port())
+    echo("starting an embedded PostgreSQL …")
+    server.start()
+    stack.callback(server.stop)
+    return server.url
+
+
+def scratch_database(stack: ExitStack, server_url: str) -> str:
+    """A new migrated database on ``server_url``, dropped when ``stack`` closes."""
+    from feedlot_pipeline.warehouse import schema
+
+    db_url = _create_database(server_url)
+    stack.callback(_drop_database, db_url)
+    schema.upgrade(db_url)
+    return db_url
+
+
 # --- the COPY baseline --------------------------------------------------------------------------
 
 
@@ -240,7 +263,6 @@ def bench(
 ) -> None:
     """Benchmark the warehouse load path against raw COPY of the same rows."""
     from feedlot_pipeline.core.synthetic import write_jsonl
-    from feedlot_pipeline.warehouse import schema
     from feedlot_pipeline.warehouse.cli import shown
 
     url = url or os.environ.get("FEEDLOT_WAREHOUSE_URL")
@@ -261,17 +283,7 @@ def bench(
             f"{time.perf_counter() - started:.1f} s"
         )
 
-        if url is None:
-            from feedlot_pipeline.local.services import EmbeddedPostgres, free_port
-
-            server = EmbeddedPostgres(work / "pg" / "data", free_port())
-            click.echo("starting an embedded PostgreSQL …")
-            server.start()
-            stack.callback(server.stop)
-            url = server.url
-        db_url = _create_database(url)
-        stack.callback(_drop_database, db_url)
-        schema.upgrade(db_url)
+        db_url = scratch_database(stack, server_or_embedded(stack, url, work))
         click.echo(f"scratch database {shown(db_url)}\n")
 
         first = _in_child(db_url, path, chunk_rows)

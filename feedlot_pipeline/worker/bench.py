@@ -103,8 +103,7 @@ def run_bench(
 ) -> None:
     """The benchmark; prints the figures."""
     from feedlot_pipeline.core.synthetic import write_jsonl
-    from feedlot_pipeline.warehouse import schema
-    from feedlot_pipeline.warehouse.bench import _create_database, _drop_database, _in_child
+    from feedlot_pipeline.warehouse.bench import _in_child, scratch_database, server_or_embedded
     from feedlot_pipeline.warehouse.loader import DEFAULT_CHUNK_ROWS
 
     url = url or os.environ.get("FEEDLOT_WAREHOUSE_URL")
@@ -138,18 +137,8 @@ def run_bench(
             s3.create_bucket(Bucket=bucket)
             stack.callback(_empty_bucket, bucket)
 
-        if url is None:
-            from feedlot_pipeline.local.services import EmbeddedPostgres, free_port
-
-            server = EmbeddedPostgres(work / "pg" / "data", free_port())
-            click.echo("starting an embedded PostgreSQL …")
-            server.start()
-            stack.callback(server.stop)
-            url = server.url
-        worker_db, core_db = _create_database(url), _create_database(url)
-        for db in (worker_db, core_db):
-            stack.callback(_drop_database, db)
-            schema.upgrade(db)
+        url = server_or_embedded(stack, url, work)
+        worker_db, core_db = scratch_database(stack, url), scratch_database(stack, url)
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PIPES_")} | {
             "FEEDLOT_WAREHOUSE_URL": worker_db,

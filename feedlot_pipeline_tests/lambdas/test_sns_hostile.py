@@ -9,21 +9,16 @@ partitions are loaded landed = loaded + rejected, with the tables intact.
 from __future__ import annotations
 
 import json
-from collections import Counter
-from datetime import date
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from feedlot_pipeline.core.lake import LandingNotice
-from feedlot_pipeline.core.records import get_rule
-from feedlot_pipeline.ingestion.resources import LakeResource
 from feedlot_pipeline.lambdas import sns_handler
-from feedlot_pipeline.warehouse.loader import PartitionLoader
 from feedlot_pipeline.warehouse.store import Warehouse
 from feedlot_pipeline_tests.ingestion.test_landing import receive_all
 from feedlot_pipeline_tests.lambdas.test_sns_handler import Context, sns_event
-from feedlot_pipeline_tests.local.test_api_gateway import hostile_requests
+from feedlot_pipeline_tests.local.test_api_gateway import hostile_requests, load_noticed_partitions
 
 SNS_MAX_BYTES = 256 * 1024
 
@@ -78,19 +73,7 @@ def test_hostile_messages_through_sns_land_inside_the_raw_zone_and_reconcile(
         "_unrouted",
     }
 
-    lake = LakeResource(bucket=settings.lake_bucket)
-    rule = get_rule(settings.consumo_meta_rule)
-    totals: Counter[str] = Counter()
-    codes: Counter[str] = Counter()
-    with Warehouse(warehouse_url) as wh:
-        for fazenda, dia in sorted({(n.fazenda, date.fromisoformat(n.dia)) for n in notices}):
-            loader = PartitionLoader(wh, clients=wh.clients(), rule=rule, partition=(fazenda, dia))
-            for obj in lake.partition_objects(fazenda, dia):
-                loader.feed(obj.key, lake.iter_lines(obj.key))
-            report = loader.finish()
-            assert report.landed == report.loaded + report.rejected
-            totals.update(landed=report.landed, loaded=report.loaded, rejected=report.rejected)
-            codes.update(report.rejected_by_code)
+    totals, codes = load_noticed_partitions(settings, warehouse_url, notices)
     assert totals["landed"] == sum(n.records for n in notices)
     # What SNS lets through and the API refuses as a whole (NaN literals, nesting beyond what
     # JSON parsers take) is landed as text here and rejected with its reason, never lost.

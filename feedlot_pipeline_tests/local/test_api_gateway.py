@@ -29,6 +29,7 @@ from feedlot_pipeline.ingestion.resources import LakeResource
 from feedlot_pipeline.lambdas import sns_handler
 from feedlot_pipeline.local.api_gateway import ApiGateway, resolve_api_key
 from feedlot_pipeline.local.services import LOOPBACK, ServiceError
+from feedlot_pipeline.settings import Settings
 from feedlot_pipeline.warehouse.loader import PartitionLoader
 from feedlot_pipeline.warehouse.store import Warehouse
 from feedlot_pipeline_tests.ingestion.test_landing import receive_all, record
@@ -323,6 +324,27 @@ def hostile_requests() -> list[tuple[str, Any, int]]:
     ]
 
 
+def load_noticed_partitions(
+    settings: Settings, warehouse_url: str, notices: list[LandingNotice]
+) -> tuple[Counter[str], Counter[str]]:
+    """Load every partition the notices name with the asset's own loader; each must reconcile
+    (landed = loaded + rejected). Returns the summed counts and the rejection codes."""
+    lake = LakeResource(bucket=settings.lake_bucket)
+    rule = get_rule(settings.consumo_meta_rule)
+    totals: Counter[str] = Counter()
+    codes: Counter[str] = Counter()
+    with Warehouse(warehouse_url) as wh:
+        for fazenda, dia in sorted({(n.fazenda, date.fromisoformat(n.dia)) for n in notices}):
+            loader = PartitionLoader(wh, clients=wh.clients(), rule=rule, partition=(fazenda, dia))
+            for obj in lake.partition_objects(fazenda, dia):
+                loader.feed(obj.key, lake.iter_lines(obj.key))
+            report = loader.finish()
+            assert report.landed == report.loaded + report.rejected
+            totals.update(landed=report.landed, loaded=report.loaded, rejected=report.rejected)
+            codes.update(report.rejected_by_code)
+    return totals, codes
+
+
 def test_hostile_input_through_the_api_reconciles(aws, warehouse_url, gateway, session) -> None:
     settings, prov = aws
     wh = Warehouse(warehouse_url)
@@ -397,21 +419,7 @@ def test_hostile_input_through_the_api_reconciles(aws, warehouse_url, gateway, s
 
     # Load every landed partition with the asset's own loader (the asset path itself is shown
     # in test_api_handler): landed = loaded + rejected per partition.
-    lake = LakeResource(bucket=settings.lake_bucket)
-    rule = get_rule(settings.consumo_meta_rule)
-    totals: Counter[str] = Counter()
-    wh_codes: Counter[str] = Counter()
-    with Warehouse(warehouse_url) as wh:
-        for fazenda, dia in sorted({(n.fazenda, date.fromisoformat(n.dia)) for n in notices}):
-            loader = PartitionLoader(wh, clients=wh.clients(), rule=rule, partition=(fazenda, dia))
-            for obj in lake.partition_objects(fazenda, dia):
-                loader.feed(obj.key, lake.iter_lines(obj.key))
-            report = loader.finish()
-            assert report.landed == report.loaded + report.rejected
-            totals.update(
-                {"landed": report.landed, "loaded": report.loaded, "rejected": report.rejected}
-            )
-            wh_codes.update(report.rejected_by_code)
+    totals, wh_codes = load_noticed_partitions(settings, warehouse_url, notices)
     assert totals["landed"] == received
     assert totals["loaded"] == accepted - 1  # the cross-request duplicate is the one difference
     assert wh_codes == api_codes + Counter({"duplicate": 1})

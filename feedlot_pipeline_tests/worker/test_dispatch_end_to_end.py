@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 
 import dagster as dg
-import sqlalchemy as sa
 
 from feedlot_pipeline.aws import client
 from feedlot_pipeline.core.synthetic import write_jsonl
@@ -22,6 +21,7 @@ from feedlot_pipeline.worker.assets import HISTORICO_CONSUMO, worker_bulk_import
 from feedlot_pipeline.worker.jobs import bulk_import_run_config
 from feedlot_pipeline.worker.resources import WorkerResource, forwarded_settings
 from feedlot_pipeline_tests.worker.conftest import WorkerStack
+from feedlot_pipeline_tests.worker.test_bulk_import import db_counts
 
 RECORDS = 3_000
 
@@ -41,24 +41,6 @@ def _resource(stack: WorkerStack, settings) -> WorkerResource:  # noqa: ANN001
         # the worker reads the URL from Secrets Manager (the agent's own env has none).
         command_env=forwarded_settings(),
     )
-
-
-def _counts(url: str) -> tuple[int, dict[str, int]]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT count(*) FROM historico_consumo")).scalar_one()
-            by_code = dict(
-                conn.execute(
-                    sa.text(
-                        "SELECT reason_code, count(*) FROM historico_consumo_rejeitados "
-                        "GROUP BY reason_code"
-                    )
-                ).all()
-            )
-    finally:
-        engine.dispose()
-    return rows, by_code
 
 
 def test_real_worker_dispatched_through_ssm_loads_and_reports_every_partition(
@@ -92,8 +74,9 @@ def test_real_worker_dispatched_through_ssm_loads_and_reports_every_partition(
     assert 0 < rejected < RECORDS // 10
 
     # The warehouse holds exactly what the worker reported.
-    rows, by_code = _counts(warehouse_url)
-    assert rows == loaded and sum(by_code.values()) == rejected
+    db = db_counts(warehouse_url)
+    assert db["rows"] == loaded and sum(db["rejected_by_code"].values()) == rejected
+    assert db["rows_off_partition"] == 0  # each row names the worker object of its partition
 
     # One historico_consumo materialization per (farm, day) the file touched, counts adding up.
     records = instance.fetch_materializations(HISTORICO_CONSUMO, limit=1000).records
@@ -120,4 +103,4 @@ def test_real_worker_dispatched_through_ssm_loads_and_reports_every_partition(
         if m.asset_key == dg.AssetKey("worker_bulk_import")
     ]
     assert second.metadata["inserted"].value == 0 and second.metadata["updated"].value == 0
-    assert _counts(warehouse_url) == (rows, by_code)
+    assert db_counts(warehouse_url) == db
