@@ -12,7 +12,8 @@ Steps, all on the same database server:
    the same primary key and indexes as historico_consumo (on MySQL: batched plain INSERTs);
 5. (c) reload the same file through the load path: it must insert and update nothing;
 6. (d) on the server alone, ``INSERT … SELECT`` the plain scratch rows into a table with the
-   primary key and indexes: what the key costs the server, the ceiling of any load path.
+   primary key and indexes, and into one with the primary key only: what the key costs the
+   server, the ceiling of any load path.
 
 Exits 1 when the reload wrote rows. Figures depend on the machine: compare runs on one machine.
 """
@@ -20,9 +21,7 @@ Exits 1 when the reload wrote rows. Figures depend on the machine: compare runs 
 from __future__ import annotations
 
 import os
-import resource
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -36,6 +35,7 @@ from typing import Any
 
 import click
 
+from feedlot_pipeline.core.memory import peak_rss_mb
 from feedlot_pipeline.warehouse.loader import DEFAULT_CHUNK_ROWS
 
 OBJECT_KEY = "bench/records.jsonl"
@@ -52,12 +52,7 @@ def _child_load(url: str, path: str, chunk_rows: int) -> dict[str, Any]:
         report = load_file(warehouse, path, object_key=OBJECT_KEY, chunk_rows=chunk_rows)
     finally:
         warehouse.dispose()
-    return {**asdict(report), "max_rss_mb": _max_rss_mb()}
-
-
-def _max_rss_mb() -> float:
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
-    return kb / 1024 if sys.platform != "darwin" else kb / 1024 / 1024
+    return {**asdict(report), "max_rss_mb": peak_rss_mb()}
 
 
 def _in_child(url: str, path: Path, chunk_rows: int) -> dict[str, Any]:
@@ -210,26 +205,36 @@ def _copy_baseline(url: str, path: Path, chunk_rows: int) -> dict[str, float]:
                             sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
                             cur.executemany(sql, prepared)
                 seconds[label] += time.perf_counter() - started
-        seconds["server_indexed"] = _server_only_insert(warehouse, tables["plain"])
+        seconds["server_indexed"] = _server_only_insert(warehouse, tables["plain"], True)
+        seconds["server_pk"] = _server_only_insert(warehouse, tables["plain"], False)
         return {**seconds, "rows": rows, "dialect": warehouse.dialect}
     finally:
         warehouse.dispose()
 
 
-def _server_only_insert(warehouse: Any, plain_table: str) -> float:
-    """Seconds the server alone takes to put the rows into a table with the PK and indexes.
+def _server_only_insert(warehouse: Any, plain_table: str, indexes: bool) -> float:
+    """Seconds the server alone takes to put the rows into a table with the PK (and indexes).
 
     ``INSERT … SELECT`` from the plain scratch table: no client, no parsing, no network. It is
-    the floor of any load path that keeps historico_consumo's primary key.
+    the floor of any load path that keeps historico_consumo's primary key (and its index).
     """
     from sqlalchemy import text
 
-    table = "bench_server_indexed"
+    table = "bench_server_indexed" if indexes else "bench_server_pk"
     with warehouse.engine.begin() as conn:
         if warehouse.dialect == "postgresql":
-            conn.execute(text(f"CREATE TABLE {table} (LIKE historico_consumo INCLUDING ALL)"))
+            including = "ALL" if indexes else "DEFAULTS INCLUDING CONSTRAINTS"
+            conn.execute(
+                text(f"CREATE TABLE {table} (LIKE historico_consumo INCLUDING {including})")
+            )
+            if not indexes:
+                conn.execute(text(f"ALTER TABLE {table} ADD PRIMARY KEY (id_treated_data)"))
         else:
             conn.execute(text(f"CREATE TABLE {table} LIKE historico_consumo"))
+            if not indexes:
+                conn.execute(
+                    text(f"ALTER TABLE {table} DROP INDEX ix_historico_consumo_fazenda_data")
+                )
     started = time.perf_counter()
     with warehouse.engine.begin() as conn:
         conn.execute(text(f"INSERT INTO {table} SELECT * FROM {plain_table}"))
@@ -305,12 +310,14 @@ def _print(records: int, first: dict, baseline: dict, reload: dict) -> None:
     plain_rate = valid / baseline["plain"]
     indexed_rate = valid / baseline["indexed"]
     server_rate = valid / baseline["server_indexed"]
+    pk_rate = valid / baseline["server_pk"]
     rows = [
         ("(a) load path, first load", first["seconds"], load_rate, first),
         (f"(b) {how}, plain scratch", baseline["plain"], plain_rate, None),
         (f"    {how}, indexed scratch", baseline["indexed"], indexed_rate, None),
         ("(c) load path, reload", reload["seconds"], reload["landed"] / reload["seconds"], reload),
         ("(d) server only, indexed", baseline["server_indexed"], server_rate, None),
+        ("    server only, PK only", baseline["server_pk"], pk_rate, None),
     ]
     click.echo(
         f"records {records:,}: {first['loaded']:,} valid, {first['rejected']:,} rejected "
@@ -327,6 +334,8 @@ def _print(records: int, first: dict, baseline: dict, reload: dict) -> None:
             line += "   same columns, no index"
         elif label.startswith("(d)"):
             line += "   INSERT … SELECT from (b) into a copy with the PK and indexes: no client"
+        elif label.endswith("PK only"):
+            line += "   the same into a copy with the primary key alone"
         else:
             line += "   same columns, primary key and indexes"
         click.echo(line)
@@ -334,7 +343,8 @@ def _print(records: int, first: dict, baseline: dict, reload: dict) -> None:
         f"\nload / {how} plain   = {load_rate / plain_rate:.2f}\n"
         f"load / {how} indexed = {load_rate / indexed_rate:.2f}\n"
         f"server only / {how} plain = {server_rate / plain_rate:.2f}   (the ceiling of any "
-        "load path that keeps the primary key)\n"
+        "load path that keeps the primary key and index)\n"
+        f"server only, PK only / {how} plain = {pk_rate / plain_rate:.2f}   (with the key alone)\n"
         f"reload time / first load time = {reload['seconds'] / first['seconds']:.2f}\n"
         f"rows inserted on reload = {reload['inserted']}"
     )

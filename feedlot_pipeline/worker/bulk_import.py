@@ -58,6 +58,7 @@ from typing import Any
 
 from feedlot_pipeline.aws import client
 from feedlot_pipeline.core.lake import raw_object_key
+from feedlot_pipeline.core.memory import peak_rss_mb
 from feedlot_pipeline.core.records import (
     UNROUTED_FARM,
     RecordError,
@@ -69,7 +70,7 @@ from feedlot_pipeline.core.records import (
 from feedlot_pipeline.ingestion.files import FileStats, iter_chunks, open_local
 from feedlot_pipeline.ingestion.landing import _encode, valid_days
 from feedlot_pipeline.settings import Settings, env
-from feedlot_pipeline.worker.runtime import JobContext, WorkerError, parse_s3_uri, peak_rss_mb
+from feedlot_pipeline.worker.runtime import JobContext, WorkerError, parse_s3_uri
 
 SOURCE = "worker"
 ASSET_KEY = "worker_bulk_import"

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import resource
 import shutil
 import signal
 import sys
@@ -34,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from feedlot_pipeline.core.memory import peak_rss_mb
 from feedlot_pipeline.settings import env
 
 PIPES_UPLOAD_SECONDS = 1.0  # how often buffered Pipes messages are uploaded to S3
@@ -75,12 +75,6 @@ def default_job_id(job: str) -> str:
 def safe_job_id(job_id: str) -> str:
     """The job id as a file name: letters, digits, '_', '-' and '.' only."""
     return _JOB_ID.sub("_", job_id)[:128].lstrip(".") or "job"
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size, in MiB (ru_maxrss is KiB on Linux)."""
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(kb / 1024 if sys.platform != "darwin" else kb / 2**20, 1)
 
 
 class _LocalPipes:

@@ -13,3 +13,4 @@ def test_bench_runs_and_reload_inserts_nothing(pg_server_url: str) -> None:
     assert "rows inserted on reload = 0" in result.output
     assert "load / COPY plain" in result.output and "peak RSS" in result.output
     assert "(d) server only, indexed" in result.output
+    assert "server only, PK only" in result.output
