@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
+from zlib import adler32 as _adler32
+from zlib import crc32 as _crc32
 
 import orjson
 
@@ -42,6 +44,7 @@ WAREHOUSE_COLUMNS = (
     "raw_object_key",
     "row_ts",
     "correlation_id",
+    "row_fp",
 )
 
 # Namespace of id_treated_data: fixed forever, or every id changes.
@@ -224,6 +227,59 @@ def treated_id(cod_cliente: str, id_lote: str, id_curral: str, data: datetime) -
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
+# Bump when clean() would make a different row of the same line: every stored fingerprint then
+# stops matching, and the next reload cleans and compares every line in full.
+FINGERPRINT_VERSION = 1
+_FP_SALT = (
+    int.from_bytes(
+        hashlib.blake2b(f"feedlot row_fp {FINGERPRINT_VERSION}".encode(), digest_size=8).digest()
+    )
+    >> 1
+)  # 63 bits: every fingerprint fits a signed BIGINT
+
+
+def row_fingerprint(line: bytes | str) -> int:
+    """63-bit fingerprint of the raw line a row is made from (stored as ``row_fp``).
+
+    A reloaded line whose ``natural_key``, fingerprint, farm and rule match a stored row would be
+    cleaned into exactly that row again, so the reload skips it. It only ever tells apart lines
+    of the same natural key, so a checksum is enough: CRC-32 (which catches every change
+    confined to 32 consecutive bits, e.g. an edited number) beside Adler-32, salted with
+    FINGERPRINT_VERSION. It costs ~0.3 µs a line; a cryptographic hash 2-3 µs. A line that
+    differs only in formatting gets another fingerprint and is merely cleaned in full.
+    """
+    if type(line) is not bytes:
+        line = str(line).encode()
+    return (_crc32(line) << 31) ^ _adler32(line) ^ _FP_SALT
+
+
+def natural_key(raw: Any, clients: Mapping[str, str]) -> tuple[str, str, date] | None:
+    """(id_treated_data, fazenda, day) of a record in the usual shape, without judging the rest.
+
+    What a reload needs to look a line's row up before cleaning it; None sends the line to
+    ``clean``. For any record that ``clean`` accepts, the id is the one ``clean`` gives it.
+    """
+    if type(raw) is not dict:
+        return None
+    get = raw.get
+    cod_cliente = get("cod_cliente")
+    fazenda = clients.get(cod_cliente) if type(cod_cliente) is str else None
+    if fazenda is None:
+        return None
+    id_lote = get("id_lote")
+    id_curral = get("id_curral")
+    text = get("data")
+    if type(id_lote) is not str or type(id_curral) is not str or type(text) is not str:
+        return None
+    data = _DATE_CACHE.get(text)
+    if data is None:
+        try:
+            data = parse_data(text)  # a day not met yet in this process: parse it once
+        except RecordError:
+            return None
+    return treated_id(cod_cliente, id_lote, id_curral, data), fazenda, data.date()
+
+
 @dataclass(frozen=True)
 class Route:
     """Where a raw record lands in the lake: a farm and the record's own UTC day."""
@@ -280,6 +336,7 @@ def _row(
     raw_object_key: str,
     row_ts: datetime,
     correlation_id: str | None,
+    row_fp: int | None,
 ) -> tuple:
     """The warehouse row in WAREHOUSE_COLUMNS order: the one place that order is written."""
     return (
@@ -300,6 +357,7 @@ def _row(
         raw_object_key,
         row_ts,
         correlation_id,
+        row_fp,
     )
 
 
@@ -310,18 +368,20 @@ def clean(
     raw_object_key: str,
     row_ts: datetime,
     correlation_id: str | None = None,
+    row_fp: int | None = None,
 ) -> tuple:
     """Validate and enrich one raw record into a warehouse row (``WAREHOUSE_COLUMNS`` order).
 
     ``correlation_id`` is the ingest's trace id (stored with the landed object), kept on the row
-    so one record can be followed from the request that brought it to the table. Raises
+    so one record can be followed from the request that brought it to the table; ``row_fp`` is
+    the line's ``row_fingerprint``, stored so a reload can recognise the row. Raises
     ``RecordError`` with a stable code and a readable reason when the record must be rejected.
     """
     if type(raw) is dict:
-        row = _clean_usual(raw, clients, rule, raw_object_key, row_ts, correlation_id)
+        row = _clean_usual(raw, clients, rule, raw_object_key, row_ts, correlation_id, row_fp)
         if row is not None:
             return row
-    return _clean_checked(raw, clients, rule, raw_object_key, row_ts, correlation_id)
+    return _clean_checked(raw, clients, rule, raw_object_key, row_ts, correlation_id, row_fp)
 
 
 def _clean_usual(
@@ -331,6 +391,7 @@ def _clean_usual(
     raw_object_key: str,
     row_ts: datetime,
     correlation_id: str | None = None,
+    row_fp: int | None = None,
 ) -> tuple | None:
     """``clean`` for a record in the usual shape, over twice as fast; None for anything else.
 
@@ -420,6 +481,7 @@ def _clean_usual(
         raw_object_key,
         row_ts,
         correlation_id,
+        row_fp,
     )
 
 
@@ -443,6 +505,7 @@ def _clean_checked(
     raw_object_key: str,
     row_ts: datetime,
     correlation_id: str | None = None,
+    row_fp: int | None = None,
 ) -> tuple:
     """Every rule checked in order, with the precise error; the reference for ``_clean_usual``."""
     if isinstance(raw, _UnparsedLine):
@@ -487,6 +550,7 @@ def _clean_checked(
         raw_object_key,
         row_ts,
         correlation_id,
+        row_fp,
     )
 
 

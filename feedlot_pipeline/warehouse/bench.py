@@ -131,7 +131,15 @@ def scratch_database(stack: ExitStack, server_url: str) -> str:
 
 def _parsed_chunks(path: Path, clients: dict[str, str], chunk_rows: int):
     """Rows of the file exactly as the load path makes them (valid, first occurrence only)."""
-    from feedlot_pipeline.core.records import RecordError, clean, get_rule, loads_line
+    from feedlot_pipeline.core.records import (
+        RecordError,
+        clean,
+        get_rule,
+        loads_line,
+    )
+    from feedlot_pipeline.core.records import (
+        row_fingerprint as fp,
+    )
     from feedlot_pipeline.settings import Settings
     from feedlot_pipeline.warehouse.loader import iter_file_lines
 
@@ -141,7 +149,7 @@ def _parsed_chunks(path: Path, clients: dict[str, str], chunk_rows: int):
     chunk: list[tuple] = []
     for line in iter_file_lines(path):
         try:
-            row = clean(loads_line(line), clients, rule, OBJECT_KEY, row_ts)
+            row = clean(loads_line(line), clients, rule, OBJECT_KEY, row_ts, None, fp(line))
         except RecordError:
             continue
         key = hash(row[0])
@@ -330,6 +338,8 @@ def _print(records: int, first: dict, baseline: dict, reload: dict) -> None:
                 f"   inserted {report['inserted']:,}, updated {report['updated']:,}, "
                 f"unchanged {report['unchanged']:,}; peak RSS {report['max_rss_mb']:,.0f} MB"
             )
+            if report["matched"]:
+                line += f"; {report['matched']:,} found stored as-is, not cleaned"
         elif label.endswith("plain scratch"):
             line += "   same columns, no index"
         elif label.startswith("(d)"):

@@ -9,6 +9,13 @@ PostgreSQL the parsing thread also encodes each chunk as binary COPY data, so th
 only moves bytes and waits; while a writer runs, the interpreter's GIL switch interval is 1 ms
 instead of 5 ms so the writer is not left waiting behind the parser.
 
+A reload on PostgreSQL (a chunk met stored rows) switches regime: each line is parsed only far
+enough for its ``natural_key`` and ``row_fingerprint``, a chunk of (id, fingerprint, farm) keys
+is looked up in one query while the next chunk is parsed, and only the lines not stored as-is are
+cleaned and merged. A row is skipped only when its line, farm and rule all match the stored ones,
+so a changed record, a moved client or a new rule is never skipped. Once a chunk is
+mostly new, lines are cleaned straight away again.
+
 Duplicates inside one load (the same ``id_treated_data`` twice, e.g. a redelivered event landed as
 a second object) are rejected with code ``duplicate``: the first occurrence wins, in feed order.
 The seen-set keeps a 64-bit hash per id rather than the id, so a million records cost ~100 MB.
@@ -21,7 +28,9 @@ import sys
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from operator import itemgetter
@@ -39,6 +48,8 @@ from feedlot_pipeline.core.records import (
     clean,
     get_rule,
     loads_line,
+    natural_key,
+    row_fingerprint,
 )
 from feedlot_pipeline.warehouse.store import CopyRows, LoadCounts, Rejection, Warehouse
 
@@ -62,6 +73,7 @@ class LoadReport:
     rejected: int = 0
     rejected_by_code: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    matched: int = 0  # of ``unchanged``: found stored as-is by key and fingerprint, not cleaned
 
     @property
     def rows_per_second(self) -> float:
@@ -140,18 +152,30 @@ class _Writer(threading.Thread):
             if task is None:
                 return
             if self.error is not None:
-                continue  # keep draining so the producer never blocks on a dead writer
+                _fail_probe(task, self.error)  # keep draining: the producer never blocks on us
+                continue
             try:
                 self._write(task)
             except BaseException as err:  # noqa: BLE001 - handed to the producer thread
                 self.error = err
+                _fail_probe(task, err)
 
-    def _write(self, task: tuple[str, list]) -> None:
+    def _write(self, task: tuple[str, Any]) -> None:
         kind, items = task
         if kind == "rows":
             self.counts = self.counts + self.upsert(items)
+        elif kind == "probe":
+            keys, rule_name, future = items
+            future.set_result(self.warehouse.stored_as_is(keys, rule_name))
         else:
             self.warehouse.upsert_rejections(items)
+
+
+def _fail_probe(task: tuple[str, Any], error: BaseException) -> None:
+    """A probe the writer will not answer fails, so the parsing thread never waits forever."""
+    kind, items = task
+    if kind == "probe" and not items[-1].done():
+        items[-1].set_exception(error)
 
 
 class PartitionLoader:
@@ -202,6 +226,12 @@ class PartitionLoader:
             self._writer = _Writer(warehouse, depth=depth, owner=self)
             self._writer.start()
         self._counts = LoadCounts()
+        # Reload regime (PostgreSQL): once a chunk met stored rows, lines are first looked up by
+        # key and fingerprint, a chunk at a time, and only those not stored as-is are cleaned.
+        self._can_probe = warehouse.dialect == "postgresql"
+        self._probing = False
+        self._candidates: list[tuple] = []
+        self._probes: deque[tuple[Future, list[tuple]]] = deque()
 
     # --- input ---------------------------------------------------------------------------------
 
@@ -222,8 +252,8 @@ class PartitionLoader:
         if index >= 1 << 31:
             raise ValueError("too many objects in one load")
         clients, rule, row_ts = self.clients, self.rule, self.row_ts
-        seen, chunk, chunk_rows = self._seen, self._chunk, self.chunk_rows
-        expected = self.partition
+        seen, chunk, candidates = self._seen, self._chunk, self._candidates
+        expected, chunk_rows, probing = self.partition, self.chunk_rows, self._probing
         base = index << 32
         line_no = 0
         try:
@@ -232,8 +262,24 @@ class PartitionLoader:
                     raw = _orjson_loads(line)
                 except JSONDecodeError:
                     raw = loads_line(line)  # the line's text, rejected by clean()
+                if probing:
+                    key = natural_key(raw, clients)
+                    if key is None or (expected is not None and key[1:] != expected):
+                        key_id = fazenda = None  # cleaned in full, which says why it is rejected
+                    else:
+                        key_id, fazenda = key[0], key[1]
+                    fp = row_fingerprint(line)
+                    candidates.append(
+                        (key_id, fp, fazenda, line, raw, index, line_no, correlation_id)
+                    )
+                    if len(candidates) >= chunk_rows:
+                        self._send_probe()
+                        candidates, chunk, probing = self._candidates, self._chunk, self._probing
+                    continue
+                # The first-load path, inlined: _clean_one is the same for one line.
+                fp = row_fingerprint(line)
                 try:
-                    row = clean(raw, clients, rule, object_key, row_ts, correlation_id)
+                    row = clean(raw, clients, rule, object_key, row_ts, correlation_id, fp)
                 except RecordError as err:
                     self._reject(
                         object_key, line_no, err.code, err.reason, line, raw, correlation_id
@@ -242,10 +288,7 @@ class PartitionLoader:
                 if expected is not None and (
                     row[12] != expected[0] or row[10].date() != expected[1]
                 ):
-                    reason = (
-                        f"record belongs to partition {row[12]}/{row[10].date()}, "
-                        f"not {expected[0]}/{expected[1]}"
-                    )
+                    reason = self._mismatch_reason(row)
                     self._reject(
                         object_key, line_no, "partition_mismatch", reason, line, raw, correlation_id
                     )
@@ -253,8 +296,7 @@ class PartitionLoader:
                 here = base | line_no
                 first = seen.setdefault(hash(row[0]), here)
                 if first != here:
-                    where = f"{self._objects[first >> 32]} line {first & 0xFFFFFFFF}"
-                    reason = f"duplicate of {where} (id_treated_data {row[0]})"
+                    reason = self._duplicate_reason(row[0], first)
                     self._reject(
                         object_key, line_no, "duplicate", reason, line, raw, correlation_id
                     )
@@ -262,9 +304,101 @@ class PartitionLoader:
                 chunk.append(row)
                 if len(chunk) >= chunk_rows:
                     self._flush_rows()
-                    chunk = self._chunk
+                    candidates, chunk, probing = self._candidates, self._chunk, self._probing
         finally:
             self._report.landed += line_no
+
+    def _clean_one(
+        self,
+        object_key: str,
+        index: int,
+        line_no: int,
+        line: bytes | str,
+        raw: Any,
+        correlation_id: str | None,
+        fp: int,
+    ) -> None:
+        """The rules for one line: a row of the current chunk, or a rejection with its reason."""
+        try:
+            row = clean(raw, self.clients, self.rule, object_key, self.row_ts, correlation_id, fp)
+        except RecordError as err:
+            self._reject(object_key, line_no, err.code, err.reason, line, raw, correlation_id)
+            return
+        expected = self.partition
+        if expected is not None and (row[12] != expected[0] or row[10].date() != expected[1]):
+            reason = self._mismatch_reason(row)
+            self._reject(
+                object_key, line_no, "partition_mismatch", reason, line, raw, correlation_id
+            )
+            return
+        if self._first_time(row[0], index, line_no, object_key, line, raw, correlation_id):
+            self._chunk.append(row)
+            if len(self._chunk) >= self.chunk_rows:
+                self._flush_rows()
+
+    def _first_time(
+        self,
+        row_id: str,
+        index: int,
+        line_no: int,
+        object_key: str,
+        line: bytes | str,
+        raw: Any,
+        correlation_id: str | None,
+    ) -> bool:
+        """Record where ``row_id`` was first met; False (and a ``duplicate`` rejection) after."""
+        here = index << 32 | line_no
+        first = self._seen.setdefault(hash(row_id), here)
+        if first == here:
+            return True
+        reason = self._duplicate_reason(row_id, first)
+        self._reject(object_key, line_no, "duplicate", reason, line, raw, correlation_id)
+        return False
+
+    def _duplicate_reason(self, row_id: str, first: int) -> str:
+        where = f"{self._objects[first >> 32]} line {first & 0xFFFFFFFF}"
+        return f"duplicate of {where} (id_treated_data {row_id})"
+
+    def _mismatch_reason(self, row: tuple) -> str:
+        fazenda, dia = self.partition or ("", None)
+        return f"record belongs to partition {row[12]}/{row[10].date()}, not {fazenda}/{dia}"
+
+    # --- reload regime -------------------------------------------------------------------------
+
+    def _send_probe(self) -> None:
+        """Ask the writer which lines of the pending candidates are stored as-is (in key order)."""
+        candidates, self._candidates = self._candidates, []
+        if not candidates:
+            return
+        keys = sorted((c[0], c[1], c[2]) for c in candidates if c[0] is not None)
+        future: Future = Future()
+        self._submit("probe", (self.warehouse.encode_keys(keys), self.rule.name, future))
+        self._probes.append((future, candidates))
+        # One probe stays in flight, answered by the server while the next chunk is parsed;
+        # none once a probe found mostly new lines, so lines are taken in feed order.
+        while len(self._probes) > (1 if self._probing else 0):
+            self._resolve(*self._probes.popleft())
+
+    def _resolve(self, future: Future, candidates: list[tuple]) -> None:
+        """Apply a probe's answer in feed order: skip stored lines, clean the others in full."""
+        stored = future.result()
+        matched = 0
+        first_time = self._first_time
+        for key_id, fp, _, line, raw, index, line_no, correlation_id in candidates:
+            object_key = self._objects[index]
+            if key_id is not None and key_id in stored:
+                if first_time(key_id, index, line_no, object_key, line, raw, correlation_id):
+                    matched += 1
+                continue
+            self._clean_one(object_key, index, line_no, line, raw, correlation_id, fp)
+        self._report.matched += matched
+        if matched * 2 < len(candidates):
+            self._probing = False  # mostly new or changed lines: clean them straight away
+
+    def _drain_probes(self) -> None:
+        self._send_probe()
+        while self._probes:
+            self._resolve(*self._probes.popleft())
 
     def _reject(
         self,
@@ -296,11 +430,14 @@ class PartitionLoader:
 
     # --- output --------------------------------------------------------------------------------
 
-    def _submit(self, kind: str, items: list) -> None:
+    def _submit(self, kind: str, items: Any) -> None:
         writer = self._writer
         if writer is None:
             if kind == "rows":
                 self._counts = self._counts + self._upsert(items)
+            elif kind == "probe":
+                keys, rule_name, future = items
+                future.set_result(self.warehouse.stored_as_is(keys, rule_name))
             else:
                 self.warehouse.upsert_rejections(items)
             return
@@ -309,6 +446,9 @@ class PartitionLoader:
         writer.tasks.put((kind, items))
 
     def _flush_rows(self) -> None:
+        if self._can_probe and not self._probing:
+            upserter = self._writer.upsert if self._writer is not None else self._upsert
+            self._probing = not upserter.assume_new  # the last chunk written met stored rows
         if self._chunk:
             chunk, self._chunk = self._chunk, []
             # In key order the server walks the primary-key index forward instead of jumping
@@ -341,6 +481,7 @@ class PartitionLoader:
             raise RuntimeError("finish() called twice")
         self._finished = True
         try:
+            self._drain_probes()
             self._flush_rows()
             if self.partition is None:
                 self._flush_rejections()
@@ -360,7 +501,7 @@ class PartitionLoader:
         report = self._report
         report.inserted = self._counts.inserted
         report.updated = self._counts.updated
-        report.unchanged = self._counts.unchanged
+        report.unchanged = self._counts.unchanged + report.matched
         report.loaded = len(self._seen)
         report.seconds = time.perf_counter() - self._started
         if report.loaded != report.inserted + report.updated + report.unchanged:

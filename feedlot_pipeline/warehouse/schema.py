@@ -61,6 +61,7 @@ historico_consumo = sa.Table(
     sa.Column("raw_object_key", sa.String(512), nullable=False),
     sa.Column("row_ts", UTC_TIMESTAMP, nullable=False),
     sa.Column("correlation_id", sa.String(CORRELATION_ID_CHARS), nullable=True),
+    sa.Column("row_fp", sa.BigInteger(), nullable=True),  # records.row_fingerprint
     sa.Index("ix_historico_consumo_fazenda_data", "fazenda", "data"),
     **_MYSQL,
 )

@@ -51,24 +51,25 @@ def test_upsert_is_idempotent_and_keeps_row_ts(wh: Warehouse) -> None:
     # One record changes: exactly one update, with the new processing time and lineage.
     changed = list(rows_of(300, T1))
     target = changed[17]
-    changed[17] = (*target[:8], target[8] + 1.0, *target[9:14], "other/key.jsonl", T1, "corr-2")
-    # Lineage alone (another object, another correlation id) is not a change.
-    changed[18] = (*changed[18][:14], "other/key.jsonl", T1, "corr-2")
+    changed[17] = (*target[:8], target[8] + 1.0, *target[9:14], "other/key.jsonl", T1, "corr-2", 5)
+    # Lineage alone (another object, correlation id and fingerprint) is not a change.
+    changed[18] = (*changed[18][:14], "other/key.jsonl", T1, "corr-2", 6)
     assert wh.upsert_consumo(changed) == LoadCounts(updated=1, unchanged=299)
     (row,) = fetch(
         wh,
-        "SELECT consumo_real, raw_object_key, row_ts, correlation_id FROM historico_consumo "
-        "WHERE id_treated_data = :id",
+        "SELECT consumo_real, raw_object_key, row_ts, correlation_id, row_fp "
+        "FROM historico_consumo WHERE id_treated_data = :id",
         id=target[0],
     )
     assert row[0] == target[8] + 1.0 and row[1] == "other/key.jsonl" and as_utc(row[2]) == T1
-    assert row[3] == "corr-2"
+    assert row[3:] == ("corr-2", 5)
     (kept,) = fetch(
         wh,
-        "SELECT raw_object_key, correlation_id FROM historico_consumo WHERE id_treated_data = :id",
+        "SELECT raw_object_key, correlation_id, row_fp FROM historico_consumo "
+        "WHERE id_treated_data = :id",
         id=changed[18][0],
     )
-    assert kept == (rows[18][14], rows[18][16])
+    assert kept == (rows[18][14], rows[18][16], None)
     others = fetch(wh, "SELECT count(*) FROM historico_consumo WHERE row_ts = :t", t=wh._ts(T0))
     assert others == [(299,)]
 
@@ -250,7 +251,7 @@ def test_from_env(warehouse_url: str) -> None:
 
 def test_columns_in_order() -> None:
     assert WAREHOUSE_COLUMNS[0] == "id_treated_data"
-    assert WAREHOUSE_COLUMNS[-2:] == ("row_ts", "correlation_id")
+    assert WAREHOUSE_COLUMNS[-3:] == ("row_ts", "correlation_id", "row_fp")
 
 
 def test_from_env_reads_the_url_from_a_secret(aws, warehouse_url, monkeypatch) -> None:
