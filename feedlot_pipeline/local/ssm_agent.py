@@ -694,16 +694,6 @@ def _pending(command_id: str) -> CommandRecord:
 # --- as a service of the local stack (stack.py calls these) -------------------------------------
 
 
-def _health(port: int, timeout: float = 1.0) -> dict | None:
-    import requests
-
-    try:
-        response = requests.get(f"http://{LOOPBACK}:{port}/health", timeout=timeout)
-        return response.json() if response.ok else None
-    except (requests.RequestException, ValueError):
-        return None
-
-
 def start_worker(paths: Any, port: int, child_env: dict[str, str]) -> tuple[Any, str]:
     """Register the worker instance in moto and start (or reuse) its agent.
 
@@ -728,7 +718,7 @@ def start_worker(paths: Any, port: int, child_env: dict[str, str]) -> tuple[Any,
     env_digest = stack.env_digest(child_env)
     state = "started"
     if record.get("port") == port and stack._ours(record.get("pid"), AGENT_MARKER):
-        health = _health(port)
+        health = stack.service_health(port)
         if (
             health
             and health.get("pid") == record["pid"]
@@ -764,7 +754,7 @@ def agent_service_info(paths: Any) -> Any:
     if record is None:
         return None
     pid, port = record.get("pid"), int(record.get("port", 0))
-    health = _health(port) if stack._ours(pid, AGENT_MARKER) else None
+    health = stack.service_health(port) if stack._ours(pid, AGENT_MARKER) else None
     alive = bool(health) and health.get("pid") == pid
     detail = f"instance {record.get('instance_id')}"
     if health:

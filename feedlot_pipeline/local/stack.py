@@ -360,7 +360,8 @@ def _start_moto(paths: _Paths, port: int) -> ServiceInfo:
     return ServiceInfo("moto", f"http://{LOOPBACK}:{port}", proc.pid, True, "started", log)
 
 
-def _bridge_health(port: int, timeout: float = 1.0) -> dict | None:
+def service_health(port: int, timeout: float = 1.0) -> dict | None:
+    """The JSON of a local service's GET /health (bridge, API gateway, SSM agent), or None."""
     import requests
 
     try:
@@ -416,7 +417,7 @@ def _start_bridge(paths: _Paths, port: int, child_env: dict[str, str]) -> Servic
     record = _read_record(paths.record("lambda_bridge")) or {}
     state = "started"
     if record.get("port") == port and _ours(record.get("pid"), BRIDGE_MARKER):
-        health = _bridge_health(port)
+        health = service_health(port)
         # A bridge without the /s3 route (older code) would take file drops for SNS records.
         if (
             health
@@ -439,7 +440,7 @@ def _start_bridge(paths: _Paths, port: int, child_env: dict[str, str]) -> Servic
     proc = spawn_service(
         paths, "lambda_bridge", argv, port, child_env, "FEEDLOT_LAMBDA_PORT", "Lambda bridge"
     )
-    health = _bridge_health(port, timeout=5) or {}
+    health = service_health(port, timeout=5) or {}
     return ServiceInfo(
         "lambda_bridge", address, proc.pid, True, state, log, health.get("handler", "")
     )
@@ -514,7 +515,7 @@ def _start_api_gateway(paths: _Paths, port: int, child_env: dict[str, str]) -> S
     record = _read_record(paths.record("api_gateway")) or {}
     state = "started"
     if record.get("port") == port and _ours(record.get("pid"), API_MARKER):
-        health = _bridge_health(port)
+        health = service_health(port)
         if health and health.get("pid") == record["pid"] and record.get("env_sha256") == digest:
             return ServiceInfo(
                 "api_gateway", address, record["pid"], True, "reused", log, "POST /consumo"
@@ -812,7 +813,7 @@ def status(state_dir: Path | str | None = None) -> StackInfo:
     bridge = _read_record(paths.record("lambda_bridge"))
     if bridge is not None:
         pid, port = bridge.get("pid"), int(bridge.get("port", 0))
-        health = _bridge_health(port) if _ours(pid, BRIDGE_MARKER) else None
+        health = service_health(port) if _ours(pid, BRIDGE_MARKER) else None
         alive = bool(health) and health.get("pid") == pid
         detail = ""
         if health:
@@ -834,7 +835,7 @@ def status(state_dir: Path | str | None = None) -> StackInfo:
     api = _read_record(paths.record("api_gateway"))
     if api is not None:
         pid, port = api.get("pid"), int(api.get("port", 0))
-        health = _bridge_health(port) if _ours(pid, API_MARKER) else None
+        health = service_health(port) if _ours(pid, API_MARKER) else None
         alive = bool(health) and health.get("pid") == pid
         detail = f"POST /consumo, {health['requests']} request(s)" if health else ""
         services.append(

@@ -103,6 +103,19 @@ def _drop_database(url: str) -> None:
         admin.dispose()
 
 
+def generate_file(path: Path, records: int, seed: int, bad_fraction: float) -> None:
+    """Write the benchmark's synthetic JSON Lines input; say its size and how long it took."""
+    from feedlot_pipeline.core.synthetic import write_jsonl
+
+    started = time.perf_counter()
+    write_jsonl(path, records, seed, bad_fraction=bad_fraction)
+    size_mb = path.stat().st_size / 2**20
+    click.echo(
+        f"generated {records:,} records ({size_mb:,.0f} MiB) in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+
+
 def server_or_embedded(stack: ExitStack, url: str | None, work: Path, echo=click.echo) -> str:
     """``url`` when given; else an embedded PostgreSQL under ``work``, stopped with ``stack``."""
     if url:
@@ -275,7 +288,6 @@ def bench(
     chunk_rows: int,
 ) -> None:
     """Benchmark the warehouse load path against raw COPY of the same rows."""
-    from feedlot_pipeline.core.synthetic import write_jsonl
     from feedlot_pipeline.warehouse.cli import shown
 
     url = url or os.environ.get("FEEDLOT_WAREHOUSE_URL")
@@ -288,13 +300,7 @@ def bench(
         else:
             stack.callback(lambda: shutil.rmtree(work, ignore_errors=True))
 
-        started = time.perf_counter()
-        write_jsonl(path, records, seed, bad_fraction=bad_fraction)
-        size_mb = path.stat().st_size / 2**20
-        click.echo(
-            f"generated {records:,} records ({size_mb:,.0f} MiB) in "
-            f"{time.perf_counter() - started:.1f} s"
-        )
+        generate_file(path, records, seed, bad_fraction)
 
         db_url = scratch_database(stack, server_or_embedded(stack, url, work))
         click.echo(f"scratch database {shown(db_url)}\n")

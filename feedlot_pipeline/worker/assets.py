@@ -14,6 +14,7 @@ import dagster as dg
 
 from feedlot_pipeline.ingestion.partitions import farm_day_key, farms_partitions
 from feedlot_pipeline.worker.resources import WorkerResource
+from feedlot_pipeline.worker.runtime import run_args
 
 WORKER_ASSET = "worker_bulk_import"
 HISTORICO_CONSUMO = dg.AssetKey("historico_consumo")
@@ -73,15 +74,7 @@ def worker_bulk_import(
     output_uri = config.output_uri or worker.default_output_uri(context.run_id)
     command = [
         *shlex.split(worker.command),
-        "worker",
-        "run",
-        JOB,
-        "--input",
-        config.input_uri,
-        "--output",
-        output_uri,
-        "--job-id",
-        context.run_id,
+        *run_args(JOB, config.input_uri, output_uri, context.run_id),
     ]
     invocation = worker.pipes_client().run(
         context=context,

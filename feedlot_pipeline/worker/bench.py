@@ -32,6 +32,7 @@ import click
 
 from feedlot_pipeline.aws import client
 from feedlot_pipeline.settings import Settings
+from feedlot_pipeline.worker.runtime import run_args
 
 
 def _empty_bucket(bucket: str) -> None:
@@ -74,17 +75,7 @@ def _worker(env: dict[str, str], input_uri: str, output_uri: str, workdir: Path,
             sys.executable,
             "-m",
             "feedlot_pipeline.cli",
-            "worker",
-            "run",
-            "bulk_import",
-            "--input",
-            input_uri,
-            "--output",
-            output_uri,
-            "--workdir",
-            str(workdir),
-            "--job-id",
-            job,
+            *run_args("bulk_import", input_uri, output_uri, job, str(workdir)),
         ],
         env=env,
         capture_output=True,
@@ -102,8 +93,12 @@ def run_bench(
     *, records: int, seed: int, bad_fraction: float, url: str | None, reimport: bool
 ) -> None:
     """The benchmark; prints the figures."""
-    from feedlot_pipeline.core.synthetic import write_jsonl
-    from feedlot_pipeline.warehouse.bench import _in_child, scratch_database, server_or_embedded
+    from feedlot_pipeline.warehouse.bench import (
+        _in_child,
+        generate_file,
+        scratch_database,
+        server_or_embedded,
+    )
     from feedlot_pipeline.warehouse.loader import DEFAULT_CHUNK_ROWS
 
     url = url or os.environ.get("FEEDLOT_WAREHOUSE_URL")
@@ -113,13 +108,7 @@ def run_bench(
         work = Path(tempfile.mkdtemp(prefix="feedlot-worker-bench-"))
         stack.callback(lambda: shutil.rmtree(work, ignore_errors=True))
         path = work / "records.jsonl"
-        started = time.perf_counter()
-        write_jsonl(path, records, seed, bad_fraction=bad_fraction)
-        size_mb = path.stat().st_size / 2**20
-        click.echo(
-            f"generated {records:,} records ({size_mb:,.0f} MiB) in "
-            f"{time.perf_counter() - started:.1f} s"
-        )
+        generate_file(path, records, seed, bad_fraction)
 
         if os.environ.get("AWS_ENDPOINT_URL"):
             click.echo(f"AWS: the local stack at {os.environ['AWS_ENDPOINT_URL']}")

@@ -67,6 +67,18 @@ def output_location(uri: str) -> tuple[str, str]:
     return bucket, prefix
 
 
+def run_args(
+    job: str, input_uri: str, output_uri: str, job_id: str, workdir: str | None = None
+) -> list[str]:
+    """``worker run JOB …`` arguments after the ``feedlot`` command: the one contract between
+    whoever starts a worker job (the Dagster asset over SSM, the worker bench) and the CLI.
+    """
+    args = ["worker", "run", job, "--input", input_uri, "--output", output_uri]
+    if workdir is not None:
+        args += ["--workdir", workdir]
+    return [*args, "--job-id", job_id]
+
+
 def default_job_id(job: str) -> str:
     """A job id for a run by hand: the job, the UTC time and the pid (names the log file)."""
     return f"{job}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{os.getpid()}"

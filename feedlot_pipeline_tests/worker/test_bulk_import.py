@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from feedlot_pipeline.aws import client, queue_url
 from feedlot_pipeline.core.lake import RAW_PREFIX, parse_raw_key
 from feedlot_pipeline.core.synthetic import write_jsonl
+from feedlot_pipeline.worker.runtime import run_args
 
 FEEDLOT = Path(sys.executable).with_name("feedlot")
 
@@ -28,8 +29,8 @@ FEEDLOT = Path(sys.executable).with_name("feedlot")
 def worker_command(*args: str) -> list[str]:
     """The installed console script when present (what SSM runs), else ``python -m``."""
     if FEEDLOT.exists():
-        return [str(FEEDLOT), "worker", "run", *args]
-    return [sys.executable, "-m", "feedlot_pipeline.cli", "worker", "run", *args]
+        return [str(FEEDLOT), *args]
+    return [sys.executable, "-m", "feedlot_pipeline.cli", *args]
 
 
 def run_worker(
@@ -44,16 +45,7 @@ def run_worker(
     env.update(extra_env or {})
     return subprocess.run(
         worker_command(
-            "bulk_import",
-            "--input",
-            input_uri,
-            "--output",
-            output_uri,
-            "--workdir",
-            str(workdir),
-            "--job-id",
-            job_id,
-            *more,
+            *run_args("bulk_import", input_uri, output_uri, job_id, str(workdir)), *more
         ),
         env=env,
         capture_output=True,
