@@ -43,5 +43,5 @@ setup(
         "test": ["pytest==9.2.0", "pytest-timeout>=2.3", "cfn-lint==1.58.0"],
         "dev": ["ruff==0.17.6"],
     },
-    entry_points={"console_scripts": ["feedlot=feedlot_pipeline.cli:main"]},
+    entry_points={"console_scripts": ["feedlot=feedlot_pipeline.tools.cli:main"]},
 )

@@ -16,18 +16,18 @@ from feedlot_pipeline.backups.assets import ebs_snapshots
 from feedlot_pipeline.backups.jobs import ebs_backup_job
 from feedlot_pipeline.backups.resources import EbsBackupResource
 from feedlot_pipeline.backups.schedules import build_ebs_backup_schedule
+from feedlot_pipeline.core.settings import env
 from feedlot_pipeline.ingestion.assets import raw_consumption
-from feedlot_pipeline.ingestion.file_sensors import build_large_file_sensor
 from feedlot_pipeline.ingestion.partitions import farm_day_partitions
 from feedlot_pipeline.ingestion.resources import LakeResource, SensorQueueResource
 from feedlot_pipeline.ingestion.sensors import build_consumption_events_sensor
-from feedlot_pipeline.settings import env
 from feedlot_pipeline.warehouse.assets import historico_consumo
 from feedlot_pipeline.warehouse.checks import historico_checks
 from feedlot_pipeline.warehouse.resources import WarehouseResource
 from feedlot_pipeline.worker.assets import worker_bulk_import
 from feedlot_pipeline.worker.jobs import worker_bulk_import_job
 from feedlot_pipeline.worker.resources import WorkerResource
+from feedlot_pipeline.worker.sensors import build_large_file_sensor
 
 # In-process: a sensor-triggered partition run starts ~10 s sooner than with subprocess steps.
 ingest_consumption_job = dg.define_asset_job(

@@ -16,12 +16,21 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
+from sqlalchemy import create_engine, text
 
-from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.aws import client
+from feedlot_pipeline.core.settings import Settings
+from feedlot_pipeline.core.settings import env as settings_env
 from feedlot_pipeline.local.services import EmbeddedPostgres, free_port, start_moto
-from feedlot_pipeline.settings import Settings
-from feedlot_pipeline.settings import env as settings_env
+from feedlot_pipeline_tests.helpers import (
+    PORT_VARS,
+    STACK_VARS,
+    WorkerStack,
+    start_agent,
+    stop_agent,
+)
 
 AWS_TEST_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -98,7 +107,6 @@ def _new_pg_database(server_url: str) -> str:
 
 
 def _drop_pg_database(url: str) -> None:
-    from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
     parsed = make_url(url)
@@ -132,7 +140,6 @@ def mysql_url() -> Iterator[str]:
     server = os.environ.get("FEEDLOT_TEST_MYSQL_URL")
     if not server:
         pytest.skip("FEEDLOT_TEST_MYSQL_URL not set")
-    from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
     name = f"feedlot_t_{uuid.uuid4().hex[:12]}"
@@ -144,3 +151,78 @@ def mysql_url() -> Iterator[str]:
     with admin.connect() as conn:
         conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
     admin.dispose()
+
+
+# --- fixtures shared across test folders ---
+
+
+# from core.test_failures
+@pytest.fixture()
+def failures_aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, request):
+    """``aws`` with a failure topic and inbox of this test's own (no other test's documents)."""
+    tag = uuid.uuid4().hex[:8]
+    monkeypatch.setenv("FEEDLOT_FAILURE_TOPIC", f"t{tag}-failures")
+    monkeypatch.setenv("FEEDLOT_FAILURES_INBOX", f"t{tag}-failures-inbox")
+    return request.getfixturevalue("aws")
+
+
+# from ingestion.test_sensor
+@pytest.fixture()
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+# from local.test_stack
+@pytest.fixture()
+def ports(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    chosen: dict[str, int] = {}
+    for var in PORT_VARS:
+        port = free_port()
+        while port in chosen.values():
+            port = free_port()
+        chosen[var] = port
+        monkeypatch.setenv(var, str(port))
+    return chosen
+
+
+# from local.test_stack
+@pytest.fixture()
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in STACK_VARS:
+        monkeypatch.delenv(var, raising=False)
+
+
+# from worker/conftest.py
+@pytest.fixture(scope="session")
+def worker_stack(
+    moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerStack]:
+    from feedlot_pipeline.local.ssm_agent import register_worker_instance
+
+    tag_value = f"feedlot-worker-{uuid.uuid4().hex[:8]}"
+    worker = register_worker_instance("Role", tag_value, "Backup", "true")
+    state_dir = tmp_path_factory.mktemp("ssm_state")
+    log = state_dir / "ssm_agent.log"
+    port = free_port()
+    proc = start_agent(worker.instance_id, state_dir, port, log)
+    stack = WorkerStack(
+        instance_id=worker.instance_id,
+        volume_id=worker.volume_id,
+        tag_key="Role",
+        tag_value=tag_value,
+        endpoint=f"http://127.0.0.1:{port}",
+        state_dir=state_dir,
+        workdir=state_dir / "ebs",
+        log=log,
+        pid=proc.pid,
+    )
+    yield stack
+    stop_agent(proc)
+
+
+@pytest.fixture()
+def ssm_worker(worker_stack: WorkerStack, monkeypatch: pytest.MonkeyPatch) -> WorkerStack:
+    """The worker stack, with this process's SSM calls going through the agent's endpoint."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", worker_stack.endpoint)
+    return worker_stack

@@ -21,7 +21,7 @@ from boto3.s3.transfer import TransferConfig
 
 from feedlot_pipeline.api_source.client import ApiFetchError, FetchResult, fetch_to_jsonl
 from feedlot_pipeline.api_source.resources import PublicApiResource, check_name
-from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.ingestion.resources import LakeResource
 
 API_SNAPSHOT = dg.AssetKey("api_snapshot")

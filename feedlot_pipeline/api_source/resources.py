@@ -19,7 +19,7 @@ import dagster as dg
 from pydantic import Field, field_validator
 
 from feedlot_pipeline.api_source.client import PAGINATION_MODES, FetchSpec, redact_url
-from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.lake import safe_token
 
 NAME_LIMIT = 64

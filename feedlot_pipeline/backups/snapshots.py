@@ -23,7 +23,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.aws import client
 
 MANAGED_BY_KEY = "feedlot:managed-by"
 MANAGED_BY_VALUE = "feedlot-ebs-backup"

@@ -16,10 +16,10 @@ from typing import Any
 
 import orjson
 
-from feedlot_pipeline.aws import client, queue_url
+from feedlot_pipeline.core.aws import client, queue_url
 from feedlot_pipeline.core.lake import LandingNotice, raw_object_key
 from feedlot_pipeline.core.records import route
-from feedlot_pipeline.settings import Settings
+from feedlot_pipeline.core.settings import Settings
 
 SQS_BATCH = 10
 

@@ -6,7 +6,7 @@ from datetime import date
 
 import dagster as dg
 
-from feedlot_pipeline.settings import Settings
+from feedlot_pipeline.core.settings import Settings
 
 FARM_DIMENSION = "fazenda"
 DAY_DIMENSION = "dia"

@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from feedlot_pipeline.aws import client, queue_url
+from feedlot_pipeline.core.aws import client, queue_url
 from feedlot_pipeline.core.lake import partition_prefix
 
 

@@ -20,10 +20,11 @@ from typing import Any
 
 import dagster as dg
 
-from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.aws import client
+from feedlot_pipeline.core.failures import report_failure
 from feedlot_pipeline.core.lake import LandingNotice
+from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.ingestion.assets import RAW_CONSUMPTION
-from feedlot_pipeline.ingestion.failures import report_failure
 from feedlot_pipeline.ingestion.partitions import (
     DAY_DIMENSION,
     farm_day_key,
@@ -31,7 +32,6 @@ from feedlot_pipeline.ingestion.partitions import (
     farms_partitions,
 )
 from feedlot_pipeline.ingestion.resources import SensorQueueResource
-from feedlot_pipeline.settings import Settings
 
 RUN_KEY_TAG = "dagster/run_key"
 PENDING_MAX_AGE_SECONDS = 25  # below the queue's 30 s visibility timeout

@@ -43,9 +43,9 @@ import orjson
 from aws_lambda_powertools import Logger
 
 from feedlot_pipeline.core.records import RecordError, clean, get_rule, route
+from feedlot_pipeline.core.settings import Settings, env
 from feedlot_pipeline.ingestion.landing import land_records, valid_days
 from feedlot_pipeline.lambdas import sns_handler
-from feedlot_pipeline.settings import Settings, env
 
 logger = Logger(service="feedlot-landing-api")
 

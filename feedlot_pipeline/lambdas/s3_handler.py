@@ -30,11 +30,11 @@ from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger
 
-from feedlot_pipeline.aws import client, queue_url
+from feedlot_pipeline.core.aws import client, queue_url
+from feedlot_pipeline.core.settings import Settings, env
 from feedlot_pipeline.ingestion.files import FileStats, iter_chunks
 from feedlot_pipeline.ingestion.landing import land_records
 from feedlot_pipeline.lambdas import sns_handler
-from feedlot_pipeline.settings import Settings, env
 
 logger = Logger(service="feedlot-landing-s3")
 

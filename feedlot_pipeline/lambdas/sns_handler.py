@@ -12,8 +12,8 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.ingestion.landing import land_records, split_body
-from feedlot_pipeline.settings import Settings
 
 logger = Logger(service="feedlot-landing-sns")
 

@@ -85,7 +85,7 @@ def resolve_api_key(explicit: str | None = None) -> str:
                 "no API key configured: set FEEDLOT_INGEST_API_KEY or "
                 "FEEDLOT_INGEST_API_KEY_PARAMETER (`feedlot local up` generates one)"
             )
-        from feedlot_pipeline.aws import client
+        from feedlot_pipeline.core.aws import client
 
         try:
             response = client("ssm").get_parameter(Name=parameter, WithDecryption=True)
@@ -98,7 +98,7 @@ def resolve_api_key(explicit: str | None = None) -> str:
 
 
 def max_body_bytes() -> int:
-    from feedlot_pipeline.settings import env
+    from feedlot_pipeline.core.settings import env
 
     return int(env("FEEDLOT_INGEST_API_MAX_BODY_BYTES"))
 

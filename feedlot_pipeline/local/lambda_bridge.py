@@ -345,7 +345,7 @@ class Invoker:
 
     def _report(self, inv: _Invocation, condition: str, path: Path) -> None:
         """Publish the failure document, as the deployed function's OnFailure destination does."""
-        from feedlot_pipeline.ingestion.failures import report_failure
+        from feedlot_pipeline.core.failures import report_failure
 
         error = inv.last_error or {}
         message_id = report_failure(
@@ -678,7 +678,7 @@ class LambdaBridge:
             return cached
         arn = f"{topic_arn}:unknown-subscription"
         try:
-            from feedlot_pipeline.aws import client
+            from feedlot_pipeline.core.aws import client
 
             sns = client("sns")
             for page in sns.get_paginator("list_subscriptions_by_topic").paginate(

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from feedlot_pipeline.aws import client
-from feedlot_pipeline.settings import Settings
+from feedlot_pipeline.core.aws import client
+from feedlot_pipeline.core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def provision_failures() -> tuple[str, str]:
     Raw delivery puts the failure document itself in the queue (no SNS envelope), so
     ``feedlot dlq list --queue feedlot-failures-inbox`` shows it as published.
     """
-    from feedlot_pipeline.settings import env
+    from feedlot_pipeline.core.settings import env
 
     topic_arn = client("sns").create_topic(Name=env("FEEDLOT_FAILURE_TOPIC"))["TopicArn"]
     sqs = client("sqs")
@@ -163,7 +163,7 @@ def provision_file_drops(s: Settings, max_receive_count: int = 5) -> FileDrops:
     the same path (moto's Firehose writes each PutRecordBatch as one object at once, and that
     write raises the bucket's notifications like any other PutObject).
     """
-    from feedlot_pipeline.settings import env
+    from feedlot_pipeline.core.settings import env
 
     prefix = env("FEEDLOT_LANDING_INPUT_PREFIX")
     sns = client("sns")
@@ -227,7 +227,7 @@ def provision_file_drops(s: Settings, max_receive_count: int = 5) -> FileDrops:
 
 def _firehose(s: Settings, prefix: str, account: str) -> str:
     """The delivery stream into ``<input prefix>firehose/`` (created once, then described)."""
-    from feedlot_pipeline.settings import env
+    from feedlot_pipeline.core.settings import env
 
     firehose = client("firehose")
     name = env("FEEDLOT_FIREHOSE_STREAM")

@@ -84,7 +84,7 @@ def register_worker_instance(
     Idempotent: an instance already carrying the worker tag (running) is reused, and so is its
     attached data volume.
     """
-    from feedlot_pipeline.aws import client
+    from feedlot_pipeline.core.aws import client
 
     ec2 = client("ec2")
     found = [
@@ -268,7 +268,7 @@ class SSMAgent:
 
     def poll_once(self) -> None:
         """One round: pick up new commands, reap finished ones, enforce timeouts and cancels."""
-        from feedlot_pipeline.aws import client
+        from feedlot_pipeline.core.aws import client
 
         commands = client("ssm").list_commands(InstanceId=self.instance_id).get("Commands", [])
         changed = False
@@ -544,7 +544,7 @@ class SSMEndpoint:
         """The command as moto recorded it, None when moto does not know it."""
         from botocore.exceptions import ClientError
 
-        from feedlot_pipeline.aws import client
+        from feedlot_pipeline.core.aws import client
 
         try:
             commands = client("ssm").list_commands(CommandId=command_id)["Commands"]

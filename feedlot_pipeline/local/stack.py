@@ -452,7 +452,7 @@ def _subscribe_bridge(topic_arn: str, endpoint: str, path: str = BRIDGE_PATH) ->
     moto delivers to http subscriptions inside Publish; one pointing at a dead port would make
     publishing fail, so an old bridge endpoint (another FEEDLOT_LAMBDA_PORT) is removed.
     """
-    from feedlot_pipeline.aws import client
+    from feedlot_pipeline.core.aws import client
 
     sns = client("sns")
     for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn):
@@ -579,7 +579,7 @@ def _parse_env_file(text: str) -> dict[str, str]:
 
 def up(state_dir: Path | str | None = None) -> StackInfo:
     """Start (or reuse) moto, PostgreSQL and the Lambda bridge; provision; write the env file."""
-    from feedlot_pipeline.settings import DEFAULTS, Settings
+    from feedlot_pipeline.core.settings import DEFAULTS, Settings
 
     started = time.monotonic()
     paths = _paths(state_dir or default_state_dir())

@@ -4,10 +4,10 @@
 import dagster as dg
 
 from feedlot_pipeline.core.records import get_rule
+from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.ingestion.assets import raw_consumption
 from feedlot_pipeline.ingestion.partitions import farm_day_partitions, split_key
 from feedlot_pipeline.ingestion.resources import LakeResource
-from feedlot_pipeline.settings import Settings
 from feedlot_pipeline.warehouse.loader import PartitionLoader
 from feedlot_pipeline.warehouse.resources import WarehouseResource
 

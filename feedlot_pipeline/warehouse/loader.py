@@ -199,7 +199,7 @@ class PartitionLoader:
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
         background: bool = True,
     ) -> None:
-        from feedlot_pipeline.settings import Settings
+        from feedlot_pipeline.core.settings import Settings
 
         self.warehouse = warehouse
         self.clients = dict(warehouse.clients() if clients is None else clients)

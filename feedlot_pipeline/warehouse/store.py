@@ -173,7 +173,7 @@ def _url_from_secret() -> str | None:
     secret = os.environ.get("FEEDLOT_WAREHOUSE_SECRET")
     if not secret:
         return None
-    from feedlot_pipeline.aws import client
+    from feedlot_pipeline.core.aws import client
 
     try:
         text = client("secretsmanager").get_secret_value(SecretId=secret)["SecretString"]

@@ -56,7 +56,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.lake import raw_object_key
 from feedlot_pipeline.core.memory import peak_rss_mb
 from feedlot_pipeline.core.records import (
@@ -67,9 +67,9 @@ from feedlot_pipeline.core.records import (
     loads_line,
     route,
 )
+from feedlot_pipeline.core.settings import Settings, env
 from feedlot_pipeline.ingestion.files import FileStats, iter_chunks, open_local
 from feedlot_pipeline.ingestion.landing import _encode, valid_days
-from feedlot_pipeline.settings import Settings, env
 from feedlot_pipeline.worker.runtime import JobContext, WorkerError, parse_s3_uri
 
 SOURCE = "worker"

@@ -10,8 +10,8 @@ from typing import Any
 
 import dagster as dg
 
-from feedlot_pipeline.aws import client
-from feedlot_pipeline.settings import env
+from feedlot_pipeline.core.aws import client
+from feedlot_pipeline.core.settings import env
 from feedlot_pipeline.worker.pipes_ssm import DEFAULT_DOCUMENT, PipesSSMClient
 
 DEFAULTS: dict[str, str] = {

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from feedlot_pipeline.core.memory import peak_rss_mb
-from feedlot_pipeline.settings import env
+from feedlot_pipeline.core.settings import env
 
 PIPES_UPLOAD_SECONDS = 1.0  # how often buffered Pipes messages are uploaded to S3
 LOGGER_NAME = "feedlot.worker"
@@ -147,7 +147,7 @@ class JobContext:
 
     def put_output(self, name: str, body: bytes, content_type: str) -> str:
         """Write one result object under the --output prefix; return its URI."""
-        from feedlot_pipeline.aws import client
+        from feedlot_pipeline.core.aws import client
 
         bucket, prefix = output_location(self.output_uri)
         client("s3").put_object(
@@ -215,7 +215,7 @@ def _pipes_session() -> Iterator[tuple[Any, bool]]:
     if not PipesEnvVarParamsLoader().is_dagster_pipes_process():
         yield None, False
         return
-    from feedlot_pipeline.aws import client
+    from feedlot_pipeline.core.aws import client
 
     s3 = client("s3")
     with open_dagster_pipes(

@@ -15,9 +15,9 @@ import pytest
 
 from feedlot_pipeline.api_source.assets import SNAPSHOT_PREFIX, api_snapshot, snapshot_key
 from feedlot_pipeline.api_source.resources import PublicApiResource, check_name
-from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.aws import client
+from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.ingestion.resources import LakeResource
-from feedlot_pipeline.settings import Settings
 from feedlot_pipeline_tests.api_source.server import Reply, Seen, serve
 
 FAST = {

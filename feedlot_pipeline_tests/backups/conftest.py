@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from feedlot_pipeline.aws import client
 from feedlot_pipeline.backups.snapshots import BackupSettings
+from feedlot_pipeline.core.aws import client
 
 
 @pytest.fixture()

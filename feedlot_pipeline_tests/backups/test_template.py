@@ -8,13 +8,13 @@ import json
 import uuid
 from typing import Any
 
-from feedlot_pipeline.aws import client
 from feedlot_pipeline.backups.snapshots import (
     DEFAULTS,
     MANAGED_BY_KEY,
     MANAGED_BY_VALUE,
     SNAPSHOT_TAG_KEYS,
 )
+from feedlot_pipeline.core.aws import client
 from feedlot_pipeline_tests.deploy import cfn
 from feedlot_pipeline_tests.deploy.cfn import (
     TEMPLATE_DIR,

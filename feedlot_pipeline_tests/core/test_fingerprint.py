@@ -12,7 +12,7 @@ from feedlot_pipeline.core.records import (
     natural_key,
     row_fingerprint,
 )
-from feedlot_pipeline.core.synthetic import UNKNOWN_CLIENT, generate
+from feedlot_pipeline.tools.synthetic import UNKNOWN_CLIENT, generate
 
 CLIENTS = {"FazendaUm": "fazenda_um", "FazendaDois": "fazenda_dois"}
 NOW = datetime(2023, 1, 5, 12, 0, tzinfo=timezone.utc)

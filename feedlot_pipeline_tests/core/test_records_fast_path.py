@@ -11,7 +11,7 @@ import pytest
 
 from feedlot_pipeline.core import records
 from feedlot_pipeline.core.records import DEFAULT_RULE, RecordError, clean, treated_id
-from feedlot_pipeline.core.synthetic import generate
+from feedlot_pipeline.tools.synthetic import generate
 
 CLIENTS = {"FazendaUm": "fazenda_um", "FazendaDois": "fazenda_dois", " Spaced ": "fazenda_x"}
 NOW = datetime(2023, 1, 5, 12, 0, tzinfo=timezone.utc)

@@ -23,8 +23,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from feedlot_pipeline.aws import client
-from feedlot_pipeline.settings import DEFAULTS, DOCS
+from feedlot_pipeline.core.aws import client
+from feedlot_pipeline.core.settings import DEFAULTS, DOCS
 from feedlot_pipeline_tests.deploy.cfn import (
     TEMPLATE_DIR,
     TEMPLATES,
@@ -573,7 +573,7 @@ def test_s3_handler_hands_off_large_files_to_the_stack_queue(
     """The real S3 Lambda code, configured from both stacks' outputs (as stack_env.py prints
     them), sends a large file to the stack's large-file queue."""
     from feedlot_pipeline.lambdas import s3_handler
-    from feedlot_pipeline_tests.lambdas.test_sns_handler import Context
+    from feedlot_pipeline_tests.helpers import Context
 
     module = stack_env_module()
     env = {**module.stack_env(core["stack_name"]), **module.stack_env(ingest["stack_name"])}

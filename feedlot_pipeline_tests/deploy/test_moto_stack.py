@@ -21,7 +21,7 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.lake import LandingNotice, partition_prefix
 from feedlot_pipeline_tests.deploy.cfn import TEMPLATE_DIR, load_template, stack_env_module
 

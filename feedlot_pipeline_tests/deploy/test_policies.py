@@ -1,5 +1,5 @@
 """Static checks of the templates: least privilege, private TLS-only storage, no literal secrets,
-and names and outputs that agree with feedlot_pipeline/settings.py.
+and names and outputs that agree with feedlot_pipeline/core/settings.py.
 
 Each rule in cfn.py is also run against a small bad template, so a rule that silently stopped
 matching anything would fail here rather than pass every template.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from feedlot_pipeline.settings import DEFAULTS, DOCS
+from feedlot_pipeline.core.settings import DEFAULTS, DOCS
 from feedlot_pipeline_tests.deploy.cfn import (
     TEMPLATE_DIR,
     TEMPLATES,
@@ -230,7 +230,7 @@ def test_outputs_provide_every_platform_variable() -> None:
     )
     assert set(outputs) == CORE_ENV
     assert all(name in DOCS for name in outputs)
-    # URLs and ARNs pass straight through feedlot_pipeline.aws, sparing GetQueueUrl/STS calls.
+    # URLs and ARNs pass straight through feedlot_pipeline.core.aws, sparing GetQueueUrl/STS calls.
     assert outputs["FEEDLOT_SENSOR_QUEUE"] == "${SensorQueue}"
     assert outputs["FEEDLOT_RECORDS_TOPIC"] == "${RecordsTopic}"
     # Everything iam.yaml imports is exported.

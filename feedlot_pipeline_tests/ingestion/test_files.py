@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from feedlot_pipeline.ingestion.files import FileStats, iter_chunks, read_all
-from feedlot_pipeline_tests.ingestion.test_landing import record
+from feedlot_pipeline_tests.helpers import record
 
 
 class CountingBody:

@@ -2,41 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import date
 
 import orjson
 
-from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.lake import LandingNotice
 from feedlot_pipeline.ingestion.landing import land_records, split_body
-
-CLIENTS = {"FazendaUm": "fazenda_um", "FazendaDois": "fazenda_dois"}
-NOW = datetime(2023, 1, 5, 12, 0, tzinfo=timezone.utc)
-
-
-def record(client_code: str = "FazendaUm", day: str = "2023-01-01", lote: str = "1") -> dict:
-    return {
-        "id_curral": "25994051003275",
-        "id_raca": "28551700000020",
-        "id_lote": lote,
-        "peso_entrada": 234.941,
-        "peso_medio": 360.341,
-        "data": f"{day} 00:00:00 UTC",
-        "quantidade_animais": "51",
-        "dia_confinamento": "66",
-        "consumo_real": 9.076451,
-        "cod_cliente": client_code,
-    }
-
-
-def receive_all(queue_url: str) -> list[dict]:
-    sqs = client("sqs")
-    out = []
-    while True:
-        batch = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
-        if not batch:
-            return out
-        out.extend(batch)
+from feedlot_pipeline_tests.helpers import CLIENTS, NOW, receive_all, record
 
 
 def test_split_body_accepts_array_object_and_json_lines() -> None:

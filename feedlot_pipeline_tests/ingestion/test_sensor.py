@@ -6,40 +6,13 @@ tests do that step themselves with the instance's public API, then tick again.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-
 import dagster as dg
-import pytest
 from dagster._core.test_utils import create_run_for_test
 
-from feedlot_pipeline.aws import client
-from feedlot_pipeline.definitions import defs, ingest_consumption_job
-from feedlot_pipeline.ingestion.landing import land_records
-from feedlot_pipeline.ingestion.resources import SensorQueueResource
+from feedlot_pipeline.core.aws import client
+from feedlot_pipeline.definitions import ingest_consumption_job
 from feedlot_pipeline.ingestion.sensors import RUN_KEY_TAG
-from feedlot_pipeline_tests.ingestion.test_landing import CLIENTS, record
-
-NOW = datetime(2023, 1, 5, tzinfo=timezone.utc)
-
-
-@pytest.fixture()
-def instance():
-    with dg.instance_for_test() as inst:
-        yield inst
-
-
-def tick(instance: dg.DagsterInstance, settings, cursor: str | None = None) -> dg.SensorResult:
-    sensor = defs.resolve_sensor_def("consumption_events_sensor")
-    queue = SensorQueueResource(queue=settings.sensor_queue, dlq=settings.sensor_dlq)
-    context = dg.build_sensor_context(
-        instance=instance,
-        instance_ref=instance.get_ref(),
-        cursor=cursor,
-        resources={"sensor_queue": queue},
-        definitions=defs,
-    )
-    result = sensor.evaluate_tick(context)
-    return result
+from feedlot_pipeline_tests.helpers import land, queue_depth, record, tick
 
 
 def record_tick(instance: dg.DagsterInstance, result) -> None:
@@ -54,27 +27,6 @@ def record_tick(instance: dg.DagsterInstance, result) -> None:
             job_name=ingest_consumption_job.name,
             tags={**request.tags, RUN_KEY_TAG: request.run_key},
         )
-
-
-def queue_depth(url: str) -> int:
-    attrs = client("sqs").get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]) + int(
-        attrs["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
-def land(settings, event_id: str, records: list) -> None:
-    land_records(
-        records,
-        source="sns",
-        event_id=event_id,
-        clients=CLIENTS,
-        settings=settings,
-        received_at=NOW,
-    )
 
 
 def test_coalesces_notices_into_one_run_per_partition(aws, instance) -> None:

@@ -13,12 +13,11 @@ import dagster as dg
 import orjson
 import pytest
 
-from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.lake import LandingNotice
 from feedlot_pipeline.ingestion.partitions import farms_partitions
 from feedlot_pipeline.lambdas import api_handler, sns_handler
-from feedlot_pipeline_tests.ingestion.test_landing import receive_all, record
-from feedlot_pipeline_tests.warehouse.test_assets import mat_metadata, materialize
+from feedlot_pipeline_tests.helpers import mat_metadata, materialize, receive_all, record
 
 DAY = date(2023, 1, 1)
 

@@ -7,59 +7,23 @@ captured S3 events are handed to the handler as a Lambda would receive them.
 
 from __future__ import annotations
 
-import csv
 import gzip
-import io
 import json
-import uuid
-from dataclasses import dataclass
 
 import orjson
 import pytest
 
-from feedlot_pipeline.aws import client
-from feedlot_pipeline.core.lake import LandingNotice
+from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.lambdas import s3_handler, sns_handler
-from feedlot_pipeline_tests.ingestion.test_landing import receive_all, record
-from feedlot_pipeline_tests.lambdas.test_sns_handler import Context
-
-
-@dataclass
-class Drops:
-    settings: object
-    prov: object
-    capture_url: str
-
-    @property
-    def bucket(self) -> str:
-        return self.settings.landing_bucket  # type: ignore[attr-defined]
-
-    def events(self) -> list[dict]:
-        """The S3 event notifications published since the last call, oldest first."""
-        return [json.loads(m["Body"]) for m in receive_all(self.capture_url)]
-
-    def deliver(self) -> list[dict]:
-        """Invoke the handler with each captured event; the handler's results."""
-        return [s3_handler.handler(event, Context()) for event in self.events()]
-
-    def put(self, key: str, body: bytes, **kwargs: object) -> dict:
-        return client("s3").put_object(Bucket=self.bucket, Key=key, Body=body, **kwargs)
-
-    def lake_keys(self) -> dict[str, str]:
-        """Raw objects of the lake: key → ETag."""
-        s3 = client("s3")
-        out = {}
-        for page in s3.get_paginator("list_objects_v2").paginate(
-            Bucket=self.settings.lake_bucket  # type: ignore[attr-defined]
-        ):
-            out.update({o["Key"]: o["ETag"] for o in page.get("Contents", [])})
-        return out
-
-    def notices(self) -> list[LandingNotice]:
-        return [
-            LandingNotice.from_json(m["Body"])
-            for m in receive_all(self.prov.queue_url)  # type: ignore[attr-defined]
-        ]
+from feedlot_pipeline_tests.helpers import (
+    Context,
+    Drops,
+    csv_bytes,
+    jsonl,
+    make_drops,
+    receive_all,
+    record,
+)
 
 
 @pytest.fixture()
@@ -68,41 +32,11 @@ def drops(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, request) -> Drops
     return make_drops(monkeypatch, request)
 
 
-def make_drops(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Drops:
-    """The ``drops`` fixture's work, for other modules' fixtures (needs ``moto_endpoint``)."""
-    tag = uuid.uuid4().hex[:8]
-    settings, prov = request.getfixturevalue("aws")  # unique topic, queues and stream names
-    sqs = client("sqs")
-    capture = sqs.create_queue(QueueName=f"t{tag}-capture")["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=capture, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    client("sns").subscribe(
-        TopicArn=prov.file_drops_topic_arn,
-        Protocol="sqs",
-        Endpoint=arn,
-        Attributes={"RawMessageDelivery": "true"},
-    )
-    return Drops(settings, prov, capture)
-
-
 @pytest.fixture(autouse=True)
 def fresh_client_cache():
     sns_handler._clients_cache = None
     yield
     sns_handler._clients_cache = None
-
-
-def jsonl(records: list) -> bytes:
-    return b"".join(orjson.dumps(r) + b"\n" for r in records)
-
-
-def csv_bytes(records: list[dict]) -> bytes:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(records[0]))
-    writer.writeheader()
-    writer.writerows(records)
-    return out.getvalue().encode()
 
 
 def landed_records(drops: Drops) -> list:

@@ -3,53 +3,14 @@
 from __future__ import annotations
 
 import json
-import uuid
 
 import orjson
 import pytest
 
-from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.lake import LandingNotice
 from feedlot_pipeline.lambdas import sns_handler
-from feedlot_pipeline_tests.ingestion.test_landing import receive_all, record
-
-
-class Context:
-    aws_request_id = "req-1"
-    function_name = "feedlot-sns-landing"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:feedlot-sns-landing"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
-
-
-def sns_event(message: str, message_id: str | None = None, **attributes: str) -> dict:
-    topic = "arn:aws:sns:us-east-1:123456789012:feedlot-consumption-records"
-    return {
-        "Records": [
-            {
-                "EventSource": "aws:sns",
-                "EventVersion": "1.0",
-                "EventSubscriptionArn": f"{topic}:sub",
-                "Sns": {
-                    "Type": "Notification",
-                    "MessageId": message_id or str(uuid.uuid4()),
-                    "TopicArn": topic,
-                    "Subject": None,
-                    "Message": message,
-                    "Timestamp": "2023-01-05T12:00:00.000Z",
-                    "SignatureVersion": "1",
-                    "Signature": "x",
-                    "SigningCertUrl": "https://example.invalid/cert.pem",
-                    "UnsubscribeUrl": "https://example.invalid/unsub",
-                    "MessageAttributes": {
-                        k: {"Type": "String", "Value": v} for k, v in attributes.items()
-                    },
-                },
-            }
-        ]
-    }
+from feedlot_pipeline_tests.helpers import Context, receive_all, record, sns_event
 
 
 @pytest.fixture(autouse=True)

@@ -16,9 +16,13 @@ from sqlalchemy import create_engine, text
 from feedlot_pipeline.core.lake import LandingNotice
 from feedlot_pipeline.lambdas import sns_handler
 from feedlot_pipeline.warehouse.store import Warehouse
-from feedlot_pipeline_tests.ingestion.test_landing import receive_all
-from feedlot_pipeline_tests.lambdas.test_sns_handler import Context, sns_event
-from feedlot_pipeline_tests.local.test_api_gateway import hostile_requests, load_noticed_partitions
+from feedlot_pipeline_tests.helpers import (
+    Context,
+    hostile_requests,
+    load_noticed_partitions,
+    receive_all,
+    sns_event,
+)
 
 SNS_MAX_BYTES = 256 * 1024
 

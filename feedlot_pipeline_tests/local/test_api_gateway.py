@@ -15,27 +15,23 @@ import socket
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date
 from typing import Any
 
 import pytest
 import requests
 from sqlalchemy import create_engine, text
 
-from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.lake import LandingNotice
-from feedlot_pipeline.core.records import get_rule
-from feedlot_pipeline.ingestion.resources import LakeResource
 from feedlot_pipeline.lambdas import sns_handler
 from feedlot_pipeline.local.api_gateway import ApiGateway, resolve_api_key
 from feedlot_pipeline.local.services import LOOPBACK, ServiceError
-from feedlot_pipeline.settings import Settings
-from feedlot_pipeline.warehouse.loader import PartitionLoader
 from feedlot_pipeline.warehouse.store import Warehouse
-from feedlot_pipeline_tests.ingestion.test_landing import receive_all, record
-from feedlot_pipeline_tests.local.test_stack import (  # noqa: F401 - fixtures used below
-    clean_env,
-    ports,
+from feedlot_pipeline_tests.helpers import (
+    hostile_requests,
+    load_noticed_partitions,
+    receive_all,
+    record,
 )
 
 EVENTS: list[dict] = []
@@ -231,120 +227,6 @@ def test_post_lands_and_answers_202(aws, gateway, session) -> None:
     assert {n.correlation_id for n in notices} == {"trace-1"}
 
 
-SQLI = "x'); DROP TABLE historico_consumo; --"
-
-
-def hostile_requests() -> list[tuple[str, Any, int]]:
-    """(what, body, expected status): every hostile input of the issue, through the API."""
-    good = record(lote="100")
-    deep: Any = "leaf"
-    for _ in range(100):
-        deep = {"n": deep}
-    deeper: Any = "leaf"
-    for _ in range(300):
-        deeper = [deeper]
-    return [
-        (
-            "SQL injection in every text field",
-            [
-                {**record(lote="200"), "cod_cliente": f"FazendaUm{SQLI}"},
-                {**record(lote="201"), "id_curral": SQLI},
-                {**record(lote="202"), "id_raca": SQLI},
-                {**record(lote="203"), "id_lote": SQLI},
-                {**record(lote="204"), "data": f"2023-01-01{SQLI}"},
-                {**record(lote="205"), "peso_medio": SQLI},
-                {**record(lote="206"), "quantidade_animais": SQLI},
-                {**record(lote="207"), "obs": SQLI},  # an extra field: ignored, record loads
-                {**record("Robert'); DROP TABLE clientes;--", lote="208")},  # registered client
-            ],
-            202,
-        ),
-        (
-            "path traversal and / in client names",
-            [
-                record("../../../etc/passwd", lote="300"),
-                record("FazendaUm/../../fazenda_dois", lote="301"),
-                record("/", lote="302"),
-                record("..", lote="303"),
-                record("Fazenda/Tres", lote="304"),  # registered client with a '/'
-            ],
-            202,
-        ),
-        ("path traversal in the idempotency key", [record(lote="305")], 400),
-        ("non-UTF-8 bytes", b'[{"cod_cliente": "Fazenda\xff\xfeUm"}]', 400),
-        ("10 MB body", b"[" + b" " * (10 * 1024 * 1024) + b"]", 413),
-        ("deeply nested JSON (over 1024 levels)", "[" * 100_000 + "]" * 100_000, 400),
-        ("value nested 300 levels inside a record", [record(lote="402"), {"obs": deeper}], 400),
-        (
-            "deeply nested values inside records",
-            [{**record(lote="400"), "obs": deep}, {**record(lote="401"), "id_lote": deep}],
-            202,
-        ),
-        (
-            "numbers as strings",
-            [
-                {**record(lote="500"), "peso_medio": "380.5", "consumo_real": " 9.5 "},
-                {**record(lote="501"), "peso_entrada": "1e2", "dia_confinamento": "+7"},
-                {**record(lote="502"), "peso_medio": "3,5"},
-                {**record(lote="503"), "quantidade_animais": "5.5"},
-            ],
-            202,
-        ),
-        ("NaN literal", '[{"peso_medio": NaN}]', 400),
-        ("Infinity literal", '[{"peso_medio": Infinity}]', 400),
-        ("number beyond a double", '[{"peso_medio": 1e999}]', 400),
-        (
-            "NaN/Infinity as strings",
-            [
-                {**record(lote="600"), "peso_medio": "NaN"},
-                {**record(lote="601"), "consumo_real": "Infinity"},
-                {**record(lote="602"), "peso_entrada": "-inf"},
-            ],
-            202,
-        ),
-        (
-            "dates in other formats and time zones",
-            [
-                {**record(lote="700"), "data": "2023-01-01T21:30:00-03:00"},  # → 2023-01-02 UTC
-                {**record(lote="701"), "data": "2023-01-01T10:00:00Z"},
-                {**record(lote="702"), "data": "2023-01-01"},
-                {**record(lote="703"), "data": "2023-01-01T10:00:00+05:30"},
-                {**record(lote="704"), "data": "01/01/2023"},
-                {**record(lote="705"), "data": "2023-01-01 00:00:00"},  # naive: ambiguous
-                {**record(lote="706"), "data": "2023-02-30 00:00:00 UTC"},
-                {**record(lote="707"), "data": 1672531200},
-                {**record(lote="708"), "data": "1999-01-01 00:00:00 UTC"},  # before partitions
-            ],
-            202,
-        ),
-        ("empty array", "[]", 400),
-        ("array of empty things", [[], {}], 202),
-        ("duplicates within a request", [good, good, record(lote="101")], 202),
-        ("duplicate of an earlier request", [good], 202),
-    ]
-
-
-def load_noticed_partitions(
-    settings: Settings, warehouse_url: str, notices: list[LandingNotice]
-) -> tuple[Counter[str], Counter[str]]:
-    """Load every partition the notices name with the asset's own loader; each must reconcile
-    (landed = loaded + rejected). Returns the summed counts and the rejection codes."""
-    lake = LakeResource(bucket=settings.lake_bucket)
-    rule = get_rule(settings.consumo_meta_rule)
-    totals: Counter[str] = Counter()
-    codes: Counter[str] = Counter()
-    with Warehouse(warehouse_url) as wh:
-        for fazenda, dia in sorted({(n.fazenda, date.fromisoformat(n.dia)) for n in notices}):
-            loader = PartitionLoader(wh, clients=wh.clients(), rule=rule, partition=(fazenda, dia))
-            for obj in lake.partition_objects(fazenda, dia):
-                loader.feed(obj.key, lake.iter_lines(obj.key))
-            report = loader.finish()
-            assert report.landed == report.loaded + report.rejected
-            totals.update(landed=report.landed, loaded=report.loaded, rejected=report.rejected)
-            codes.update(report.rejected_by_code)
-    return totals, codes
-
-
 def test_hostile_input_through_the_api_reconciles(aws, warehouse_url, gateway, session) -> None:
     settings, prov = aws
     wh = Warehouse(warehouse_url)
@@ -456,7 +338,7 @@ def test_hostile_input_through_the_api_reconciles(aws, warehouse_url, gateway, s
 def test_api_bench_against_a_running_route(aws, gateway, api_key, monkeypatch) -> None:
     from click.testing import CliRunner
 
-    from feedlot_pipeline.cli import main
+    from feedlot_pipeline.tools.cli import main
 
     settings, _ = aws
     monkeypatch.setenv("FEEDLOT_INGEST_API_URL", gateway.url)
@@ -480,7 +362,7 @@ def test_api_bench_against_a_running_route(aws, gateway, api_key, monkeypatch) -
 def test_api_bench_starts_its_own_route(moto_endpoint, pg_server_url, monkeypatch) -> None:
     from click.testing import CliRunner
 
-    from feedlot_pipeline.cli import main
+    from feedlot_pipeline.tools.cli import main
 
     monkeypatch.delenv("FEEDLOT_INGEST_API_URL", raising=False)
     monkeypatch.setenv("FEEDLOT_WAREHOUSE_URL", pg_server_url)  # a scratch database on it

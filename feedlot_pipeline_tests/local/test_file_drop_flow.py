@@ -17,14 +17,20 @@ import orjson
 import pytest
 from sqlalchemy import create_engine, text
 
-from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.ingestion.files import read_all
 from feedlot_pipeline.ingestion.partitions import farms_partitions
 from feedlot_pipeline.lambdas import sns_handler
 from feedlot_pipeline.local.lambda_bridge import LambdaBridge
-from feedlot_pipeline_tests.ingestion.test_landing import record
-from feedlot_pipeline_tests.lambdas.test_s3_handler import Drops, csv_bytes, jsonl, make_drops
-from feedlot_pipeline_tests.warehouse.test_assets import mat_metadata, materialize
+from feedlot_pipeline_tests.helpers import (
+    Drops,
+    csv_bytes,
+    jsonl,
+    make_drops,
+    mat_metadata,
+    materialize,
+    record,
+)
 
 
 @pytest.fixture()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.local.lambda_bridge import LambdaBridge, to_lambda_event
 from feedlot_pipeline_tests.local import handlers
 

@@ -18,47 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from feedlot_pipeline.local import stack
-from feedlot_pipeline.local.cli import local
 from feedlot_pipeline.local.services import LOOPBACK, ServiceError, free_port, port_open
-
-STACK_VARS = (
-    "FEEDLOT_MOTO_PORT",
-    "FEEDLOT_PG_PORT",
-    "FEEDLOT_LAMBDA_PORT",
-    "FEEDLOT_WAREHOUSE_URL",
-    "FEEDLOT_DAGSTER_STORAGE_URL",
-    "FEEDLOT_STATE_DIR",
-    "FEEDLOT_SNS_HANDLER",
-    "FEEDLOT_INGEST_API_PORT",
-    "FEEDLOT_INGEST_API_KEY",
-    "FEEDLOT_SSM_AGENT_PORT",
-    "AWS_ENDPOINT_URL_SSM",
-)
-PORT_VARS = (
-    "FEEDLOT_MOTO_PORT",
-    "FEEDLOT_PG_PORT",
-    "FEEDLOT_LAMBDA_PORT",
-    "FEEDLOT_INGEST_API_PORT",
-    "FEEDLOT_SSM_AGENT_PORT",
-)
-
-
-@pytest.fixture()
-def ports(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    chosen: dict[str, int] = {}
-    for var in PORT_VARS:
-        port = free_port()
-        while port in chosen.values():
-            port = free_port()
-        chosen[var] = port
-        monkeypatch.setenv(var, str(port))
-    return chosen
-
-
-@pytest.fixture()
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in STACK_VARS:
-        monkeypatch.delenv(var, raising=False)
+from feedlot_pipeline.tools.local import local
 
 
 @pytest.fixture()
@@ -141,9 +102,9 @@ def test_up_status_env_down_cycle(
         assert second.env == first.env
 
         # The real SNS handler runs behind the bridge: a published record lands in the lake.
-        from feedlot_pipeline.aws import client
-        from feedlot_pipeline.ingestion.producer import publish_files
-        from feedlot_pipeline.settings import Settings
+        from feedlot_pipeline.core.aws import client
+        from feedlot_pipeline.core.settings import Settings
+        from feedlot_pipeline.tools.produce import publish_files
 
         path = tmp_path / "one.jsonl"
         path.write_text(

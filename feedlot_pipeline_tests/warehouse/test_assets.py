@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-from datetime import date, datetime, timezone
+from datetime import date
 
 import dagster as dg
 import pytest
 from sqlalchemy import create_engine, text
 
-from feedlot_pipeline.core.records import DEFAULT_RULE, RecordError, clean
 from feedlot_pipeline.ingestion.assets import raw_consumption
 from feedlot_pipeline.ingestion.landing import land_records
 from feedlot_pipeline.ingestion.partitions import (
@@ -21,42 +19,20 @@ from feedlot_pipeline.ingestion.resources import LakeResource
 from feedlot_pipeline.warehouse.assets import historico_consumo
 from feedlot_pipeline.warehouse.checks import historico_checks
 from feedlot_pipeline.warehouse.resources import WarehouseResource
-from feedlot_pipeline_tests.ingestion.test_landing import CLIENTS, record
-
-NOW = datetime(2023, 1, 5, tzinfo=timezone.utc)
-DAY = date(2023, 1, 1)
-
-
-def batch() -> list:
-    good = [record(lote=str(i)) for i in range(5)]
-    bad = [
-        {**record(lote="90"), "peso_medio": -1},
-        {k: v for k, v in record(lote="91").items() if k != "id_raca"},
-        {**record(lote="92"), "quantidade_animais": "abc"},
-    ]
-    return [*good, good[0], *bad]  # good[0] twice: a duplicate inside the batch
+from feedlot_pipeline_tests.helpers import (
+    CLIENTS,
+    DAY,
+    NOW,
+    batch,
+    expected_valid,
+    mat_metadata,
+    materialize,
+    record,
+)
 
 
-def expected_valid(records: list) -> int:
-    ids = set()
-    for raw in records:
-        with contextlib.suppress(RecordError):
-            ids.add(clean(raw, CLIENTS, DEFAULT_RULE, "k", NOW)[0])
-    return len(ids)
-
-
-def materialize(instance, settings, warehouse_url, fazenda="fazenda_um", day=DAY):
-    return dg.materialize(
-        [raw_consumption, historico_consumo, *historico_checks],
-        partition_key=str(farm_day_key(fazenda, day)),
-        instance=instance,
-        resources={
-            "lake": LakeResource(bucket=settings.lake_bucket),
-            "warehouse": WarehouseResource(url=warehouse_url),
-        },
-        selection=[historico_consumo.key],
-        raise_on_error=False,
-    )
+def check_results(result) -> dict[str, bool]:
+    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
 
 
 @pytest.fixture()
@@ -64,15 +40,6 @@ def instance():
     with dg.instance_for_test() as inst:
         inst.add_dynamic_partitions(farms_partitions.name, ["fazenda_um", "fazenda_dois"])
         yield inst
-
-
-def mat_metadata(result) -> dict:
-    (mat,) = result.asset_materializations_for_node("historico_consumo")
-    return {k: v.value for k, v in mat.metadata.items()}
-
-
-def check_results(result) -> dict[str, bool]:
-    return {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
 
 
 def test_load_is_idempotent_and_checks_pass(aws, warehouse_url, instance) -> None:

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from feedlot_pipeline.core.records import DEFAULT_RULE
-from feedlot_pipeline.core.synthetic import UNKNOWN_CLIENT, generate, write_jsonl
+from feedlot_pipeline.tools.synthetic import UNKNOWN_CLIENT, generate, write_jsonl
 from feedlot_pipeline.warehouse.loader import PartitionLoader, iter_file_lines, load_file
 from feedlot_pipeline.warehouse.store import Warehouse
 

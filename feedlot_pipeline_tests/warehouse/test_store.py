@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from feedlot_pipeline.core.records import DEFAULT_RULE, WAREHOUSE_COLUMNS, clean
-from feedlot_pipeline.core.synthetic import generate
+from feedlot_pipeline.tools.synthetic import generate
 from feedlot_pipeline.warehouse.store import (
     CopyRows,
     LoadCounts,
@@ -256,7 +256,7 @@ def test_columns_in_order() -> None:
 
 def test_from_env_reads_the_url_from_a_secret(aws, warehouse_url, monkeypatch) -> None:
     """Where FEEDLOT_WAREHOUSE_URL is not set (the EC2 worker), the URL comes from the secret."""
-    from feedlot_pipeline.aws import client
+    from feedlot_pipeline.core.aws import client
     from feedlot_pipeline.warehouse.store import WarehouseConfigError
 
     sm = client("secretsmanager")

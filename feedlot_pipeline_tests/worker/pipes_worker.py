@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
 
     from dagster_pipes import PipesS3ContextLoader, PipesS3MessageWriter, open_dagster_pipes
 
-    from feedlot_pipeline.aws import client
+    from feedlot_pipeline.core.aws import client
 
     workdir = Path(args.workdir or os.environ["FEEDLOT_WORKER_WORKDIR"])
     workdir.mkdir(parents=True, exist_ok=True)

@@ -7,51 +7,17 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
 
-from feedlot_pipeline.aws import client, queue_url
+from feedlot_pipeline.core.aws import client, queue_url
 from feedlot_pipeline.core.lake import RAW_PREFIX, parse_raw_key
-from feedlot_pipeline.core.synthetic import write_jsonl
-from feedlot_pipeline.worker.runtime import run_args
-
-FEEDLOT = Path(sys.executable).with_name("feedlot")
-
-
-def worker_command(*args: str) -> list[str]:
-    """The installed console script when present (what SSM runs), else ``python -m``."""
-    if FEEDLOT.exists():
-        return [str(FEEDLOT), *args]
-    return [sys.executable, "-m", "feedlot_pipeline.cli", *args]
-
-
-def run_worker(
-    input_uri: str,
-    output_uri: str,
-    workdir: Path,
-    job_id: str,
-    extra_env: dict[str, str] | None = None,
-    *more: str,
-) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_PIPES_")}
-    env.update(extra_env or {})
-    return subprocess.run(
-        worker_command(
-            *run_args("bulk_import", input_uri, output_uri, job_id, str(workdir)), *more
-        ),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+from feedlot_pipeline.tools.synthetic import write_jsonl
+from feedlot_pipeline_tests.helpers import db_counts, run_worker
 
 
 def read_json(uri: str) -> Any:
@@ -71,31 +37,6 @@ def raw_objects(bucket: str) -> dict[str, bytes]:
     with ThreadPoolExecutor(8) as pool:
         bodies = pool.map(lambda k: s3.get_object(Bucket=bucket, Key=k)["Body"].read(), keys)
         return dict(zip(keys, bodies, strict=True))
-
-
-def db_counts(url: str) -> dict[str, Any]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT count(*) FROM historico_consumo")).scalar_one()
-            by_code = dict(
-                conn.execute(
-                    sa.text(
-                        "SELECT reason_code, count(*) FROM historico_consumo_rejeitados "
-                        "GROUP BY reason_code"
-                    )
-                ).all()
-            )
-            bad_keys = conn.execute(
-                sa.text(
-                    "SELECT count(*) FROM historico_consumo WHERE raw_object_key NOT LIKE "
-                    "'historico_diario/' || fazenda || '/' || to_char(data AT TIME ZONE 'UTC', "
-                    "'YYYY/MM/DD') || '/worker-%'"
-                )
-            ).scalar_one()
-    finally:
-        engine.dispose()
-    return {"rows": rows, "rejected_by_code": by_code, "rows_off_partition": bad_keys}
 
 
 def sensor_queue_depth(queue: str) -> int:

@@ -14,14 +14,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from feedlot_pipeline.aws import client
-from feedlot_pipeline.core.synthetic import write_jsonl
+from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.ingestion.partitions import split_key
+from feedlot_pipeline.tools.synthetic import write_jsonl
 from feedlot_pipeline.worker.assets import HISTORICO_CONSUMO, worker_bulk_import
 from feedlot_pipeline.worker.jobs import bulk_import_run_config
 from feedlot_pipeline.worker.resources import WorkerResource, forwarded_settings
-from feedlot_pipeline_tests.worker.conftest import WorkerStack
-from feedlot_pipeline_tests.worker.test_bulk_import import db_counts
+from feedlot_pipeline_tests.helpers import WorkerStack, db_counts
 
 RECORDS = 3_000
 
@@ -35,7 +34,7 @@ def _resource(stack: WorkerStack, settings) -> WorkerResource:  # noqa: ANN001
         poll_seconds=0.5,
         closed_grace_seconds=10,
         # What the instance's shell runs: the package's CLI (`feedlot` on the instance's PATH).
-        command=f"{sys.executable} -m feedlot_pipeline.cli",
+        command=f"{sys.executable} -m feedlot_pipeline.tools.cli",
         output_bucket=settings.processed_bucket,
         # As in production: buckets and the warehouse secret's name travel with the command;
         # the worker reads the URL from Secrets Manager (the agent's own env has none).

@@ -15,13 +15,13 @@ import uuid
 import dagster as dg
 import pytest
 
-from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.ingestion.partitions import farm_day_key, farms_partitions
 from feedlot_pipeline.worker.assets import HISTORICO_CONSUMO, touched_partitions, worker_bulk_import
 from feedlot_pipeline.worker.jobs import bulk_import_run_config
 from feedlot_pipeline.worker.pipes_ssm import PipesSSMError, shell_command
 from feedlot_pipeline.worker.resources import WorkerResource
-from feedlot_pipeline_tests.worker.conftest import WorkerStack, alive, put_spec, wait_for
+from feedlot_pipeline_tests.helpers import WorkerStack, alive, put_spec, wait_for
 
 PARTITIONS = [
     {"fazenda": "fazenda_um", "dia": "2024-03-18", "records": 10, "loaded": 9, "rejected": 1},

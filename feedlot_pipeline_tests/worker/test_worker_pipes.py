@@ -11,9 +11,9 @@ from typing import Any
 import dagster as dg
 from dagster_aws.pipes import PipesS3ContextInjector, PipesS3MessageReader
 
-from feedlot_pipeline.aws import client
-from feedlot_pipeline.core.synthetic import write_jsonl
-from feedlot_pipeline_tests.worker.test_bulk_import import run_worker
+from feedlot_pipeline.core.aws import client
+from feedlot_pipeline.tools.synthetic import write_jsonl
+from feedlot_pipeline_tests.helpers import run_worker
 
 
 def pipes_asset(settings: Any, input_uri: str, output_uri: str, workdir: Path, seen: dict):

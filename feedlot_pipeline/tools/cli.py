@@ -12,17 +12,17 @@ import click
 
 # name -> "module:attribute" of a click command or group
 COMMANDS: dict[str, str] = {
-    "local": "feedlot_pipeline.local.cli:local",
-    "produce": "feedlot_pipeline.ingestion.producer:produce",
-    "demo": "feedlot_pipeline.demo:demo",
-    "db": "feedlot_pipeline.warehouse.cli:db",
-    "clients": "feedlot_pipeline.warehouse.cli:clients",
-    "bench": "feedlot_pipeline.warehouse.bench:bench",
-    "latency": "feedlot_pipeline.ingestion.latency:latency",
-    "api-bench": "feedlot_pipeline.local.api_bench:api_bench",
-    "dlq": "feedlot_pipeline.ingestion.dlq_cli:dlq",
-    "replay": "feedlot_pipeline.ingestion.replay:replay",
-    "worker": "feedlot_pipeline.worker.cli:worker",
+    "local": "feedlot_pipeline.tools.local:local",
+    "produce": "feedlot_pipeline.tools.produce:produce",
+    "demo": "feedlot_pipeline.tools.demo:demo",
+    "db": "feedlot_pipeline.tools.db:db",
+    "clients": "feedlot_pipeline.tools.db:clients",
+    "bench": "feedlot_pipeline.tools.bench.load:bench",
+    "latency": "feedlot_pipeline.tools.latency:latency",
+    "api-bench": "feedlot_pipeline.tools.bench.api:api_bench",
+    "dlq": "feedlot_pipeline.tools.dlq:dlq",
+    "replay": "feedlot_pipeline.tools.replay:replay",
+    "worker": "feedlot_pipeline.tools.worker:worker",
 }
 
 HELP: dict[str, str] = {

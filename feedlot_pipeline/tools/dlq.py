@@ -22,8 +22,8 @@ from typing import Any
 
 import click
 
-from feedlot_pipeline.aws import client, queue_url
-from feedlot_pipeline.settings import env
+from feedlot_pipeline.core.aws import client, queue_url
+from feedlot_pipeline.core.settings import env
 
 PEEK_VISIBILITY_SECONDS = 30  # longer than a scan of the queue; reset to 0 right after
 MOVE_VISIBILITY_SECONDS = 60  # a batch must be sent and deleted within this

@@ -8,7 +8,7 @@ from datetime import date, datetime, timezone
 import orjson
 
 from feedlot_pipeline.core.records import DEFAULT_RULE, RecordError, clean
-from feedlot_pipeline.core.synthetic import BREAKAGES, generate, write_jsonl
+from feedlot_pipeline.tools.synthetic import BREAKAGES, generate, write_jsonl
 
 CLIENTS = {"FazendaUm": "fazenda_um", "FazendaDois": "fazenda_dois"}
 NOW = datetime(2023, 1, 5, tzinfo=timezone.utc)

@@ -38,8 +38,8 @@ from typing import Any, BinaryIO
 import click
 import orjson
 
-from feedlot_pipeline.aws import client, topic_arn
-from feedlot_pipeline.settings import Settings
+from feedlot_pipeline.core.aws import client, topic_arn
+from feedlot_pipeline.core.settings import Settings
 
 MAX_MESSAGE_BYTES = 262_144  # SNS: message plus attributes, and a PublishBatch in total
 ATTRIBUTE_RESERVE = 512  # headroom for the message attributes of one entry
@@ -144,8 +144,8 @@ def _iter_lines(handle: BinaryIO, name: str) -> Iterator[bytes | BadLine]:
 
 
 def iter_generated(n: int, seed: int) -> Iterator[bytes]:
-    """``n`` synthetic records from ``feedlot_pipeline.core.synthetic`` as JSON."""
-    from feedlot_pipeline.core.synthetic import generate
+    """``n`` synthetic records from ``feedlot_pipeline.tools.synthetic`` as JSON."""
+    from feedlot_pipeline.tools.synthetic import generate
 
     for record in generate(n, seed=seed):
         yield orjson.dumps(record)
@@ -406,7 +406,7 @@ class ApiPoster:
     ) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        from feedlot_pipeline.settings import env
+        from feedlot_pipeline.core.settings import env
 
         self.endpoint = url.rstrip("/") + "/consumo"
         self.api_key = api_key
@@ -693,7 +693,7 @@ def _sink(
             url, api_key, batch_size=batch_size, rate=rate, concurrency=concurrency, bar=bar
         )
     if via == "firehose":
-        from feedlot_pipeline.settings import env
+        from feedlot_pipeline.core.settings import env
 
         return FirehoseWriter(stream or env("FEEDLOT_FIREHOSE_STREAM"), rate=rate, bar=bar)
     if via != "sns":
@@ -782,7 +782,7 @@ def publish_generated(
     progress: bool | None = None,
     **via: Any,
 ) -> PublishResult:
-    """Publish ``n`` synthetic records (``feedlot_pipeline.core.synthetic.generate``)."""
+    """Publish ``n`` synthetic records (``feedlot_pipeline.tools.synthetic.generate``)."""
     return _publish(
         [("generated", iter_generated(n, seed))],
         total=n,

@@ -15,9 +15,9 @@ from datetime import date, datetime, timedelta, timezone
 
 import click
 
-from feedlot_pipeline.aws import client, topic_arn
+from feedlot_pipeline.core.aws import client, topic_arn
 from feedlot_pipeline.core.records import DEFAULT_RULE, clean
-from feedlot_pipeline.settings import Settings
+from feedlot_pipeline.core.settings import Settings
 
 
 def _record(day: date, lote: str, cod_cliente: str) -> dict:

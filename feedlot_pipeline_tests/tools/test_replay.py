@@ -9,11 +9,10 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import create_engine, text
 
-from feedlot_pipeline.cli import main
 from feedlot_pipeline.ingestion.landing import land_records
-from feedlot_pipeline.ingestion.replay import REPLAY_TAG
-from feedlot_pipeline_tests.ingestion.test_landing import CLIENTS, NOW, record
-from feedlot_pipeline_tests.warehouse.test_assets import batch, expected_valid
+from feedlot_pipeline.tools.cli import main
+from feedlot_pipeline.tools.replay import REPLAY_TAG
+from feedlot_pipeline_tests.helpers import CLIENTS, NOW, batch, expected_valid, record
 
 QUEUED_INSTANCE = """\
 run_coordinator:

@@ -19,10 +19,10 @@ from typing import Any
 
 import dagster as dg
 
-from feedlot_pipeline.aws import client, queue_url
+from feedlot_pipeline.core.aws import client, queue_url
+from feedlot_pipeline.core.settings import env
 from feedlot_pipeline.ingestion.sensors import PENDING_MAX_AGE_SECONDS, _run_recorded, park_poison
 from feedlot_pipeline.lambdas.s3_handler import LARGE_FILE_TYPE, LARGE_FILE_VERSION
-from feedlot_pipeline.settings import env
 from feedlot_pipeline.worker.jobs import bulk_import_run_config
 
 SENSOR_NAME = "large_file_sensor"

@@ -30,15 +30,15 @@ from typing import Any
 import click
 import dagster as dg
 
-from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.lake import RAW_PREFIX, check_farm, partition_prefix
+from feedlot_pipeline.core.settings import env
 from feedlot_pipeline.ingestion.partitions import (
     DAY_DIMENSION,
     farm_day_key,
     farm_day_partitions,
     farms_partitions,
 )
-from feedlot_pipeline.settings import env
 
 JOB_NAME = "ingest_consumption_job"
 TRIGGER_TAG = "feedlot/trigger"
@@ -211,7 +211,7 @@ def workspace(instance: dg.DagsterInstance, path: Path | None) -> Iterator[Any]:
     from dagster._core.workspace.load_target import ModuleTarget, WorkspaceFileTarget
 
     if path is None:
-        candidate = Path(__file__).resolve().parents[2] / "workspace.yaml"
+        candidate = Path(__file__).resolve().parents[3] / "workspace.yaml"
         path = candidate if candidate.exists() else None
     target = (
         WorkspaceFileTarget(paths=[str(path)])

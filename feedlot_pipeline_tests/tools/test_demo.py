@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from feedlot_pipeline.core.records import DEFAULT_RULE, RecordError, clean, loads_line
-from feedlot_pipeline.demo import sample_files
 from feedlot_pipeline.local.services import free_port
+from feedlot_pipeline.tools.demo import sample_files
 
 CLIENTS = {"FazendaUm": "fazenda_um", "FazendaDois": "fazenda_dois"}
 

@@ -105,7 +105,7 @@ def _drop_database(url: str) -> None:
 
 def generate_file(path: Path, records: int, seed: int, bad_fraction: float) -> None:
     """Write the benchmark's synthetic JSON Lines input; say its size and how long it took."""
-    from feedlot_pipeline.core.synthetic import write_jsonl
+    from feedlot_pipeline.tools.synthetic import write_jsonl
 
     started = time.perf_counter()
     write_jsonl(path, records, seed, bad_fraction=bad_fraction)
@@ -153,7 +153,7 @@ def _parsed_chunks(path: Path, clients: dict[str, str], chunk_rows: int):
     from feedlot_pipeline.core.records import (
         row_fingerprint as fp,
     )
-    from feedlot_pipeline.settings import Settings
+    from feedlot_pipeline.core.settings import Settings
     from feedlot_pipeline.warehouse.loader import iter_file_lines
 
     rule = get_rule(Settings().consumo_meta_rule)
@@ -288,7 +288,7 @@ def bench(
     chunk_rows: int,
 ) -> None:
     """Benchmark the warehouse load path against raw COPY of the same rows."""
-    from feedlot_pipeline.warehouse.cli import shown
+    from feedlot_pipeline.tools.db import shown
 
     url = url or os.environ.get("FEEDLOT_WAREHOUSE_URL")
     with ExitStack() as stack:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from feedlot_pipeline.cli import main
+from feedlot_pipeline.tools.cli import main
 from feedlot_pipeline.warehouse.schema import head
 from feedlot_pipeline.warehouse.store import Warehouse
 

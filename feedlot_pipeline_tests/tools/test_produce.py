@@ -11,8 +11,8 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from feedlot_pipeline.aws import client
-from feedlot_pipeline.ingestion.producer import (
+from feedlot_pipeline.core.aws import client
+from feedlot_pipeline.tools.produce import (
     BATCH_ENTRIES,
     MAX_MESSAGE_BYTES,
     Publisher,
@@ -195,7 +195,7 @@ def test_low_rate_makes_small_messages(tmp_path: Path, subscribed_queue: str) ->
 
 
 def test_generate_publishes_synthetic_records(subscribed_queue: str) -> None:
-    pytest.importorskip("feedlot_pipeline.core.synthetic")
+    pytest.importorskip("feedlot_pipeline.tools.synthetic")
     out = CliRunner().invoke(produce, ["--generate", "250", "--seed", "3", "--no-progress"])
     assert out.exit_code == 0, out.output
     assert "records 250, messages 3, files 0" in out.output
@@ -305,8 +305,8 @@ def test_via_api_lands_every_record(tmp_path: Path, aws, api) -> None:
 def test_via_api_retries_lost_answers_and_lands_nothing_twice(aws, warehouse_url) -> None:
     import secrets
 
-    from feedlot_pipeline.ingestion.producer import publish_generated
     from feedlot_pipeline.local.api_gateway import ApiGateway
+    from feedlot_pipeline.tools.produce import publish_generated
 
     settings, _ = aws
     _FLAKY_SEEN.clear()
@@ -341,8 +341,8 @@ def test_via_api_refusals_are_reported_not_retried(tmp_path: Path, aws, api, mon
 
 
 def test_via_api_connection_errors_are_retried_then_reported(tmp_path: Path, aws) -> None:
-    from feedlot_pipeline.ingestion.producer import ApiPoster, iter_file
     from feedlot_pipeline.local.services import free_port
+    from feedlot_pipeline.tools.produce import ApiPoster, iter_file
 
     path = write_jsonl(tmp_path / "a.jsonl", [rec(i) for i in range(3)])
     poster = ApiPoster(
@@ -410,7 +410,7 @@ def test_via_firehose_delivers_json_lines_to_s3(tmp_path: Path, aws, firehose_st
 def test_firehose_batches_respect_limits_and_failed_entries_are_retried(
     tmp_path: Path, aws, firehose_stream
 ) -> None:
-    from feedlot_pipeline.ingestion.producer import (
+    from feedlot_pipeline.tools.produce import (
         FIREHOSE_MAX_BATCH_BYTES,
         FIREHOSE_MAX_RECORDS,
         FirehoseWriter,

@@ -10,15 +10,9 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from feedlot_pipeline.aws import client
+from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.local.ssm_agent import WORKER_DATA_ROLE, register_worker_instance
-from feedlot_pipeline_tests.worker.conftest import (
-    WorkerStack,
-    alive,
-    start_agent,
-    stop_agent,
-    wait_for,
-)
+from feedlot_pipeline_tests.helpers import WorkerStack, alive, start_agent, stop_agent, wait_for
 
 
 def _send(stack: WorkerStack, lines: list[str], timeout: int = 60, by_tag: bool = True) -> str:

@@ -8,11 +8,10 @@ import dagster as dg
 import pytest
 from click.testing import CliRunner, Result
 
-from feedlot_pipeline.aws import client
-from feedlot_pipeline.cli import main
-from feedlot_pipeline.ingestion.failures import report_failure
-from feedlot_pipeline_tests.ingestion.test_failures import failures_aws  # noqa: F401 - fixture
-from feedlot_pipeline_tests.ingestion.test_sensor import land, record, tick
+from feedlot_pipeline.core.aws import client
+from feedlot_pipeline.core.failures import report_failure
+from feedlot_pipeline.tools.cli import main
+from feedlot_pipeline_tests.helpers import land, record, tick
 
 
 def run(*args: str) -> Result:

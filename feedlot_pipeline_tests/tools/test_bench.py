@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from feedlot_pipeline.cli import main
+from feedlot_pipeline.tools.cli import main
 
 
 def test_bench_runs_and_reload_inserts_nothing(pg_server_url: str) -> None:

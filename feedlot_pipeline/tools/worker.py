@@ -97,6 +97,6 @@ def run(
 @click.option("--reimport", is_flag=True, help="Also time a second worker run of the same file.")
 def bench(records: int, seed: int, bad_fraction: float, url: str | None, reimport: bool) -> None:
     """Worker bulk import vs the core load path on the same synthetic file."""
-    from feedlot_pipeline.worker.bench import run_bench
+    from feedlot_pipeline.tools.bench.worker import run_bench
 
     run_bench(records=records, seed=seed, bad_fraction=bad_fraction, url=url, reimport=reimport)

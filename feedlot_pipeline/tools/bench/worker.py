@@ -30,8 +30,8 @@ from typing import Any
 
 import click
 
-from feedlot_pipeline.aws import client
-from feedlot_pipeline.settings import Settings
+from feedlot_pipeline.core.aws import client
+from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.worker.runtime import run_args
 
 
@@ -74,7 +74,7 @@ def _worker(env: dict[str, str], input_uri: str, output_uri: str, workdir: Path,
         [
             sys.executable,
             "-m",
-            "feedlot_pipeline.cli",
+            "feedlot_pipeline.tools.cli",
             *run_args("bulk_import", input_uri, output_uri, job, str(workdir)),
         ],
         env=env,
@@ -93,7 +93,7 @@ def run_bench(
     *, records: int, seed: int, bad_fraction: float, url: str | None, reimport: bool
 ) -> None:
     """The benchmark; prints the figures."""
-    from feedlot_pipeline.warehouse.bench import (
+    from feedlot_pipeline.tools.bench.load import (
         _in_child,
         generate_file,
         scratch_database,

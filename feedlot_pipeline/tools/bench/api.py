@@ -26,17 +26,17 @@ from typing import Any
 
 import click
 
-from feedlot_pipeline.ingestion.producer import ApiPoster, PublishResult, iter_generated
 from feedlot_pipeline.local.services import environ
+from feedlot_pipeline.tools.produce import ApiPoster, PublishResult, iter_generated
 
 
 def _local_route(stack: ExitStack, echo: Any) -> tuple[str, str]:
     """Start moto, a scratch warehouse and the gateway in-process; (url, key). Undone by stack."""
+    from feedlot_pipeline.core.settings import Settings
     from feedlot_pipeline.local.api_gateway import ApiGateway
     from feedlot_pipeline.local.provision import provision
     from feedlot_pipeline.local.services import free_port, start_moto
-    from feedlot_pipeline.settings import Settings
-    from feedlot_pipeline.warehouse.bench import scratch_database, server_or_embedded
+    from feedlot_pipeline.tools.bench.load import scratch_database, server_or_embedded
 
     work = Path(tempfile.mkdtemp(prefix="feedlot-api-bench-"))
     stack.callback(shutil.rmtree, work, True)
@@ -123,7 +123,7 @@ def api_bench(records: int, clients_text: str, batch_size: int, url: str | None,
     url = url or os.environ.get("FEEDLOT_INGEST_API_URL")
     with ExitStack() as stack:
         if url:
-            from feedlot_pipeline.ingestion.producer import api_target
+            from feedlot_pipeline.tools.produce import api_target
 
             url, key = api_target(url)
             where = f"{url} (running)"

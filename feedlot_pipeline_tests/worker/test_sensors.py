@@ -10,15 +10,19 @@ import json
 import dagster as dg
 import pytest
 
-from feedlot_pipeline.aws import client
-from feedlot_pipeline.ingestion.file_sensors import SENSOR_NAME, build_large_file_sensor
+from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.ingestion.sensors import RUN_KEY_TAG
 from feedlot_pipeline.lambdas import s3_handler
-from feedlot_pipeline_tests.ingestion.test_failures import inbox
-from feedlot_pipeline_tests.ingestion.test_landing import record
-from feedlot_pipeline_tests.ingestion.test_sensor import queue_depth
-from feedlot_pipeline_tests.lambdas.test_s3_handler import Drops, jsonl, make_drops
-from feedlot_pipeline_tests.lambdas.test_sns_handler import Context
+from feedlot_pipeline.worker.sensors import SENSOR_NAME, build_large_file_sensor
+from feedlot_pipeline_tests.helpers import (
+    Context,
+    Drops,
+    inbox,
+    jsonl,
+    make_drops,
+    queue_depth,
+    record,
+)
 
 IMPORTED: list[str] = []
 

@@ -17,35 +17,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from feedlot_pipeline.aws import client
-from feedlot_pipeline.ingestion import failures
-from feedlot_pipeline.ingestion.failures import failure_document, report_failure
+from feedlot_pipeline.core import failures
+from feedlot_pipeline.core.aws import client
+from feedlot_pipeline.core.failures import failure_document, report_failure
 from feedlot_pipeline.local.lambda_bridge import LambdaBridge
-from feedlot_pipeline_tests.ingestion.test_sensor import land, record, tick
+from feedlot_pipeline_tests.helpers import inbox, land, record, tick
 from feedlot_pipeline_tests.local import handlers
-
-
-@pytest.fixture()
-def failures_aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, request):
-    """``aws`` with a failure topic and inbox of this test's own (no other test's documents)."""
-    tag = uuid.uuid4().hex[:8]
-    monkeypatch.setenv("FEEDLOT_FAILURE_TOPIC", f"t{tag}-failures")
-    monkeypatch.setenv("FEEDLOT_FAILURES_INBOX", f"t{tag}-failures-inbox")
-    return request.getfixturevalue("aws")
-
-
-def inbox(url: str, expected: int, timeout: float = 5.0) -> list[dict]:
-    """Failure documents in the inbox (consumed), waiting up to ``timeout`` for ``expected``."""
-    sqs = client("sqs")
-    found: list[dict] = []
-    deadline = datetime.now().timestamp() + timeout
-    while len(found) < expected and datetime.now().timestamp() < deadline:
-        for msg in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get(
-            "Messages", []
-        ):
-            found.append(json.loads(msg["Body"]))  # raw delivery: the document itself
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"])
-    return found
 
 
 def assert_iso_utc(text: str) -> None:

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import click
 
-from feedlot_pipeline.settings import Settings
+from feedlot_pipeline.core.settings import Settings
 
-SAMPLE_DIR = Path(__file__).parent / "sample"
+SAMPLE_DIR = Path(__file__).parents[1] / "sample"
 PARTITION_TAG = "dagster/partition"
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
@@ -41,7 +41,7 @@ def sample_files() -> list[Path]:
 
 
 def _queue_depth() -> int:
-    from feedlot_pipeline.aws import client, queue_url
+    from feedlot_pipeline.core.aws import client, queue_url
 
     attrs = client("sqs").get_queue_attributes(
         QueueUrl=queue_url(Settings().sensor_queue),
@@ -213,8 +213,8 @@ def demo(files: tuple[Path, ...], timeout: float, state_dir: Path) -> None:
     """Publish FILES (default: the shipped sample) via SNS and watch them reach the warehouse."""
     from dagster import DagsterInstance
 
-    from feedlot_pipeline.ingestion.producer import publish_files
     from feedlot_pipeline.local import stack
+    from feedlot_pipeline.tools.produce import publish_files
     from feedlot_pipeline.warehouse.store import Warehouse
 
     click.echo("Starting the local stack …")

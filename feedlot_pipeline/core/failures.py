@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
-from feedlot_pipeline.aws import client, topic_arn
-from feedlot_pipeline.settings import env
+from feedlot_pipeline.core.aws import client, topic_arn
+from feedlot_pipeline.core.settings import env
 
 DOCUMENT_TYPE = "feedlot_failure"
 DOCUMENT_VERSION = 1

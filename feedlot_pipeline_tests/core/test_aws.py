@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from feedlot_pipeline.aws import client, queue_url
+from feedlot_pipeline.core.aws import client, queue_url
 
 
 def test_client_is_reused_until_the_endpoint_changes(moto_endpoint, monkeypatch) -> None:
