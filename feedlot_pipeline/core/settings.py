@@ -66,9 +66,7 @@ class Settings(_FromEnv):
     lake_bucket: str = Field(
         "feedlot-lake", description="data lake bucket (raw zone historico_diario/…)"
     )
-    processed_bucket: str = Field(
-        "feedlot-processed", description="bucket for processed outputs"
-    )
+    processed_bucket: str = Field("feedlot-processed", description="bucket for processed outputs")
     records_topic: str = Field(
         "feedlot-consumption-records",
         description="SNS topic that farms publish consumption records to",
@@ -87,9 +85,7 @@ class Settings(_FromEnv):
     consumo_meta_rule: str = Field(
         "peso_medio_pct_1_76", description="name of the consumo_meta rule"
     )
-    partition_start: date = Field(
-        date(2020, 1, 1), description="first day of the daily partitions"
-    )
+    partition_start: date = Field(date(2020, 1, 1), description="first day of the daily partitions")
     warehouse_url: SecretStr | None = Field(
         None,
         description="SQLAlchemy URL of the warehouse, driver named "
@@ -252,7 +248,9 @@ class WorkerSettings(_FromEnv):
 class BackupSettings(_FromEnv):
     """EBS backups: which volumes (by tag), how many snapshots to keep, when."""
 
-    backup_tag_key: str = Field("Backup", description="tag key selecting the EBS volumes to snapshot")
+    backup_tag_key: str = Field(
+        "Backup", description="tag key selecting the EBS volumes to snapshot"
+    )
     backup_tag_value: str = Field("true", description="value of that tag")
     backup_keep: int = Field(7, description="newest completed snapshots kept per volume")
     backup_max_age_days: int = Field(
@@ -307,9 +305,7 @@ class LocalSettings(_FromEnv):
     pg_port: int = Field(
         54329, gt=0, lt=65536, description="port of the embedded PostgreSQL of the local stack"
     )
-    lambda_port: int = Field(
-        9010, gt=0, lt=65536, description="port of the local Lambda bridge"
-    )
+    lambda_port: int = Field(9010, gt=0, lt=65536, description="port of the local Lambda bridge")
     ingest_api_port: int = Field(
         9020, gt=0, lt=65536, description="port of the local API gateway of `feedlot local up`"
     )
