@@ -16,36 +16,32 @@ from feedlot_pipeline.backups.assets import ebs_snapshots
 from feedlot_pipeline.backups.jobs import ebs_backup_job
 from feedlot_pipeline.backups.resources import EbsBackupResource
 from feedlot_pipeline.backups.schedules import build_ebs_backup_schedule
-from feedlot_pipeline.core.settings import env
+from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.ingestion.assets import raw_consumption
-from feedlot_pipeline.ingestion.partitions import farm_day_partitions
 from feedlot_pipeline.ingestion.resources import LakeResource, SensorQueueResource
 from feedlot_pipeline.ingestion.sensors import build_consumption_events_sensor
 from feedlot_pipeline.warehouse.assets import historico_consumo
 from feedlot_pipeline.warehouse.checks import historico_checks
+from feedlot_pipeline.warehouse.jobs import ingest_consumption_job
 from feedlot_pipeline.warehouse.resources import WarehouseResource
 from feedlot_pipeline.worker.assets import worker_bulk_import
 from feedlot_pipeline.worker.jobs import worker_bulk_import_job
-from feedlot_pipeline.worker.resources import WorkerResource
+from feedlot_pipeline.worker.resources import LargeFileQueueResource, WorkerResource
 from feedlot_pipeline.worker.sensors import build_large_file_sensor
-
-# In-process: a sensor-triggered partition run starts ~10 s sooner than with subprocess steps.
-ingest_consumption_job = dg.define_asset_job(
-    name="ingest_consumption_job",
-    selection=dg.AssetSelection.assets(historico_consumo),
-    partitions_def=farm_day_partitions,
-    executor_def=dg.in_process_executor,
-    description="Load one farm × day partition of the raw zone into historico_consumo, checked.",
-)
 
 
 def build_resources() -> dict[str, dg.ConfigurableResource]:
+    """Every resource, from the settings of this environment (moto locally, AWS when deployed).
+
+    The warehouse URL stays a ``dg.EnvVar``: resolved when a run starts, shown by name (never its
+    password) in the UI.
+    """
+    s = Settings()
     return {
-        "lake": LakeResource(bucket=env("FEEDLOT_LAKE_BUCKET")),
-        "sensor_queue": SensorQueueResource(
-            queue=env("FEEDLOT_SENSOR_QUEUE"), dlq=env("FEEDLOT_SENSOR_DLQ")
-        ),
-        "warehouse": WarehouseResource(url=dg.EnvVar("FEEDLOT_WAREHOUSE_URL")),
+        "lake": LakeResource(bucket=s.lake_bucket),
+        "sensor_queue": SensorQueueResource(queue=s.sensor_queue, dlq=s.sensor_dlq),
+        "large_file_queue": LargeFileQueueResource.from_settings(s),
+        "warehouse": WarehouseResource(url=dg.EnvVar(Settings.variable("warehouse_url"))),
         "public_api": build_public_api_resource(),
         "ebs_backup": EbsBackupResource.from_env(),
         "worker": WorkerResource.from_env(),

@@ -25,7 +25,7 @@ import requests
 import sqlalchemy as sa
 
 from feedlot_pipeline.core.aws import client
-from feedlot_pipeline.core.lake import LandingNotice
+from feedlot_pipeline.core.contracts import LandingNotice
 from feedlot_pipeline.core.records import DEFAULT_RULE, RecordError, clean, get_rule
 from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.definitions import defs
@@ -173,7 +173,7 @@ class Drops:
 
     def notices(self) -> list[LandingNotice]:
         return [
-            LandingNotice.from_json(m["Body"])
+            LandingNotice.parse(m["Body"])
             for m in receive_all(self.prov.queue_url)  # type: ignore[attr-defined]
         ]
 

@@ -11,7 +11,6 @@ every input value.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,34 +20,9 @@ from pydantic import Field, field_validator
 from feedlot_pipeline.api_source.client import PAGINATION_MODES, FetchSpec, redact_url
 from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.lake import safe_token
+from feedlot_pipeline.core.settings import PublicApiSettings
 
 NAME_LIMIT = 64
-
-# Every environment variable the source reads, with its default ("" = none) and meaning.
-API_ENV: dict[str, tuple[str, str]] = {
-    "FEEDLOT_API_NAME": ("public_api", "snapshot name: api_snapshots/<name>/… (A-Z a-z 0-9 _ -)"),
-    "FEEDLOT_API_URL": ("", "URL of the JSON API (required when the snapshot runs)"),
-    "FEEDLOT_API_HEADERS": ("{}", "extra request headers as a JSON object (no secrets here)"),
-    "FEEDLOT_API_AUTH_HEADER": ("", "header that carries the credential, e.g. Authorization"),
-    "FEEDLOT_API_AUTH_PREFIX": ("", "text before the credential, e.g. 'Bearer '"),
-    "FEEDLOT_API_AUTH_VALUE": ("", "the credential itself (bound with dg.EnvVar)"),
-    "FEEDLOT_API_AUTH_SSM_PARAMETER": ("", "SSM SecureString holding the credential instead"),
-    "FEEDLOT_API_PAGINATION": ("none", "none | page | next_link"),
-    "FEEDLOT_API_PAGE_PARAM": ("page", "query parameter of the page number"),
-    "FEEDLOT_API_NEXT_PATH": ("next", "dotted JSON path of the next-page link"),
-    "FEEDLOT_API_RECORDS_PATH": ("", "dotted JSON path of the records list ('' = the body)"),
-    "FEEDLOT_API_TIMEOUT_SECONDS": ("30", "time budget of one request"),
-    "FEEDLOT_API_MAX_RETRIES": ("4", "retries after the first attempt of each request"),
-    "FEEDLOT_API_BACKOFF_SECONDS": ("1", "base of the exponential backoff"),
-    "FEEDLOT_API_MAX_PAGES": ("1000", "safety bound on pages per pull"),
-    "FEEDLOT_API_CRON": ("0 6 * * *", "cron (UTC) of api_snapshot_schedule"),
-}
-
-
-def api_env(name: str) -> str:
-    """An FEEDLOT_API_* setting: the environment first, then the default in API_ENV."""
-    value = os.environ.get(name)
-    return value if value not in (None, "") else API_ENV[name][0]
 
 
 def check_name(name: str) -> str:
@@ -188,30 +162,31 @@ class PublicApiResource(dg.ConfigurableResource):
 
 
 def build_public_api_resource() -> PublicApiResource:
-    """The resource bound to the FEEDLOT_API_* environment (see API_ENV).
+    """The resource bound to the FEEDLOT_API_* settings (core.settings.PublicApiSettings).
 
     URL and credential are ``dg.EnvVar``s: resolved when a run starts, so the code location loads
     without them and the UI shows their names, not their values. The rest is read at load time.
     """
-    headers: Any = json.loads(api_env("FEEDLOT_API_HEADERS"))
+    s = PublicApiSettings()
+    headers: Any = json.loads(s.api_headers)
     if not isinstance(headers, dict):
         raise ValueError("FEEDLOT_API_HEADERS must be a JSON object")
     return PublicApiResource(
-        name=api_env("FEEDLOT_API_NAME"),
-        url=dg.EnvVar("FEEDLOT_API_URL"),
+        name=s.api_name,
+        url=dg.EnvVar(PublicApiSettings.variable("api_url")),
         headers={str(k): str(v) for k, v in headers.items()},
-        auth_header=api_env("FEEDLOT_API_AUTH_HEADER") or None,
-        auth_prefix=api_env("FEEDLOT_API_AUTH_PREFIX"),
-        auth_value=dg.EnvVar("FEEDLOT_API_AUTH_VALUE")
-        if os.environ.get("FEEDLOT_API_AUTH_VALUE")
+        auth_header=s.api_auth_header,
+        auth_prefix=s.api_auth_prefix,
+        auth_value=dg.EnvVar(PublicApiSettings.variable("api_auth_value"))
+        if s.api_auth_value is not None
         else None,
-        auth_ssm_parameter=api_env("FEEDLOT_API_AUTH_SSM_PARAMETER") or None,
-        pagination=api_env("FEEDLOT_API_PAGINATION"),
-        page_param=api_env("FEEDLOT_API_PAGE_PARAM"),
-        next_path=api_env("FEEDLOT_API_NEXT_PATH"),
-        records_path=api_env("FEEDLOT_API_RECORDS_PATH"),
-        timeout_seconds=float(api_env("FEEDLOT_API_TIMEOUT_SECONDS")),
-        max_retries=int(api_env("FEEDLOT_API_MAX_RETRIES")),
-        backoff_base_seconds=float(api_env("FEEDLOT_API_BACKOFF_SECONDS")),
-        max_pages=int(api_env("FEEDLOT_API_MAX_PAGES")),
+        auth_ssm_parameter=s.api_auth_ssm_parameter,
+        pagination=s.api_pagination,
+        page_param=s.api_page_param,
+        next_path=s.api_next_path,
+        records_path=s.api_records_path,
+        timeout_seconds=s.api_timeout_seconds,
+        max_retries=s.api_max_retries,
+        backoff_base_seconds=s.api_backoff_seconds,
+        max_pages=s.api_max_pages,
     )

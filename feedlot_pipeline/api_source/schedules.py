@@ -12,12 +12,10 @@ in the UI).
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from feedlot_pipeline.api_source.assets import api_snapshot
-from feedlot_pipeline.api_source.resources import api_env
+from feedlot_pipeline.core.settings import PublicApiSettings
 
 api_snapshot_job = dg.define_asset_job(
     name="api_snapshot_job",
@@ -31,11 +29,12 @@ def build_api_snapshot_schedule(
     job: dg.UnresolvedAssetJobDefinition = api_snapshot_job, cron: str | None = None
 ) -> dg.ScheduleDefinition:
     """The schedule on ``cron`` (default: FEEDLOT_API_CRON, else daily at 06:00 UTC)."""
-    configured = bool(os.environ.get("FEEDLOT_API_URL"))
+    settings = PublicApiSettings()
+    configured = settings.api_url is not None
     return dg.ScheduleDefinition(
         name="api_snapshot_schedule",
         job=job,
-        cron_schedule=cron or api_env("FEEDLOT_API_CRON"),
+        cron_schedule=cron or settings.api_cron,
         execution_timezone="UTC",
         default_status=(
             dg.DefaultScheduleStatus.RUNNING if configured else dg.DefaultScheduleStatus.STOPPED

@@ -13,8 +13,8 @@ from feedlot_pipeline.backups.snapshots import (
     MANAGED_BY_KEY,
     MANAGED_BY_VALUE,
     BackupError,
+    BackupPolicy,
     BackupReport,
-    BackupSettings,
 )
 
 CREATED_SCHEMA = dg.TableSchema(
@@ -34,7 +34,7 @@ DELETED_SCHEMA = dg.TableSchema(
 )
 
 
-def report_metadata(report: BackupReport, settings: BackupSettings) -> dict[str, dg.MetadataValue]:
+def report_metadata(report: BackupReport, settings: BackupPolicy) -> dict[str, dg.MetadataValue]:
     """Counts, the created and deleted snapshots as tables, and the settings the run used."""
     created = [
         dg.TableRecord(

@@ -7,7 +7,7 @@ from typing import Any
 import dagster as dg
 
 from feedlot_pipeline.backups.jobs import ebs_backup_job
-from feedlot_pipeline.backups.snapshots import backup_env
+from feedlot_pipeline.core.settings import BackupSettings
 
 
 def build_ebs_backup_schedule(job: Any = ebs_backup_job) -> dg.ScheduleDefinition:
@@ -15,7 +15,7 @@ def build_ebs_backup_schedule(job: Any = ebs_backup_job) -> dg.ScheduleDefinitio
 
     Runs by default: backups that wait for someone to switch them on are not backups.
     """
-    cron = backup_env("FEEDLOT_BACKUP_CRON")
+    cron = BackupSettings().backup_cron
     return dg.ScheduleDefinition(
         name="ebs_backup_schedule",
         job=job,

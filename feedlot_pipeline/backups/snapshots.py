@@ -15,7 +15,6 @@ Age is the snapshot's own ``StartTime`` (when its point-in-time copy was taken),
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -24,6 +23,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from feedlot_pipeline.core.aws import client
+from feedlot_pipeline.core.settings import BackupSettings
 
 MANAGED_BY_KEY = "feedlot:managed-by"
 MANAGED_BY_VALUE = "feedlot-ebs-backup"
@@ -33,37 +33,17 @@ NAME_KEY = "Name"
 # Every tag key CreateSnapshot may write; backups.yaml allows exactly these (aws:TagKeys).
 SNAPSHOT_TAG_KEYS = (MANAGED_BY_KEY, SOURCE_VOLUME_KEY, RUN_ID_KEY, NAME_KEY)
 
-# The backup settings live here, not in settings.DEFAULTS, so the domain stays in its folder.
-DEFAULTS: dict[str, str] = {
-    "FEEDLOT_BACKUP_TAG_KEY": "Backup",
-    "FEEDLOT_BACKUP_TAG_VALUE": "true",
-    "FEEDLOT_BACKUP_KEEP": "7",
-    "FEEDLOT_BACKUP_MAX_AGE_DAYS": "30",
-    "FEEDLOT_BACKUP_CRON": "0 3 * * *",
-}
-DOCS: dict[str, str] = {
-    "FEEDLOT_BACKUP_TAG_KEY": "tag key selecting the EBS volumes to snapshot",
-    "FEEDLOT_BACKUP_TAG_VALUE": "value of that tag",
-    "FEEDLOT_BACKUP_KEEP": "newest completed snapshots kept per volume",
-    "FEEDLOT_BACKUP_MAX_AGE_DAYS": "snapshots older than this are deleted (the newest never)",
-    "FEEDLOT_BACKUP_CRON": "cron of ebs_backup_schedule (UTC)",
-}
-
-
-def backup_env(name: str) -> str:
-    """A backup setting: the environment first, then the default above."""
-    value = os.environ.get(name)
-    return value if value not in (None, "") else DEFAULTS[name]
+_DEFAULTS = BackupSettings.model_construct()
 
 
 @dataclass(frozen=True)
-class BackupSettings:
+class BackupPolicy:
     """Which volumes to back up and how many / how old snapshots to keep."""
 
-    tag_key: str = DEFAULTS["FEEDLOT_BACKUP_TAG_KEY"]
-    tag_value: str = DEFAULTS["FEEDLOT_BACKUP_TAG_VALUE"]
-    keep: int = int(DEFAULTS["FEEDLOT_BACKUP_KEEP"])
-    max_age_days: int = int(DEFAULTS["FEEDLOT_BACKUP_MAX_AGE_DAYS"])
+    tag_key: str = _DEFAULTS.backup_tag_key
+    tag_value: str = _DEFAULTS.backup_tag_value
+    keep: int = _DEFAULTS.backup_keep
+    max_age_days: int = _DEFAULTS.backup_max_age_days
 
     def __post_init__(self) -> None:
         # Refuse settings that would make a run delete more than intended.
@@ -77,19 +57,14 @@ class BackupSettings:
             )
 
     @classmethod
-    def from_env(cls) -> BackupSettings:
-        def number(name: str) -> int:
-            raw = backup_env(name)
-            try:
-                return int(raw)
-            except ValueError:
-                raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
-
+    def from_env(cls) -> BackupPolicy:
+        """FEEDLOT_BACKUP_* (core.settings.BackupSettings), checked by ``__post_init__``."""
+        s = BackupSettings()
         return cls(
-            tag_key=backup_env("FEEDLOT_BACKUP_TAG_KEY"),
-            tag_value=backup_env("FEEDLOT_BACKUP_TAG_VALUE"),
-            keep=number("FEEDLOT_BACKUP_KEEP"),
-            max_age_days=number("FEEDLOT_BACKUP_MAX_AGE_DAYS"),
+            tag_key=s.backup_tag_key,
+            tag_value=s.backup_tag_value,
+            keep=s.backup_keep,
+            max_age_days=s.backup_max_age_days,
         )
 
     @property
@@ -146,7 +121,7 @@ def _describe_error(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def find_volumes(ec2: Any, settings: BackupSettings) -> list[dict[str, Any]]:
+def find_volumes(ec2: Any, settings: BackupPolicy) -> list[dict[str, Any]]:
     """Every volume tagged ``tag_key=tag_value`` (all pages), in a stable order."""
     volumes: list[dict[str, Any]] = []
     pages = ec2.get_paginator("describe_volumes").paginate(
@@ -200,7 +175,7 @@ def managed_snapshots(ec2: Any) -> dict[str, list[dict[str, Any]]]:
 
 
 def plan_prune(
-    snapshots: Iterable[Mapping[str, Any]], settings: BackupSettings, now: datetime
+    snapshots: Iterable[Mapping[str, Any]], settings: BackupPolicy, now: datetime
 ) -> tuple[list[tuple[Mapping[str, Any], str]], int]:
     """Which of one volume's managed snapshots to delete (with the reason), and how many stay.
 
@@ -240,7 +215,7 @@ def plan_prune(
 
 def backup_volumes(
     ec2: Any,
-    settings: BackupSettings,
+    settings: BackupPolicy,
     volumes: Iterable[Mapping[str, Any]],
     *,
     run_id: str | None = None,
@@ -291,7 +266,7 @@ def backup_volumes(
 
 
 def run_backup(
-    settings: BackupSettings | None = None,
+    settings: BackupPolicy | None = None,
     *,
     run_id: str | None = None,
     now: datetime | None = None,
@@ -301,7 +276,7 @@ def run_backup(
 
     Raises ``BackupError`` (carrying the full report) if anything failed, after doing the rest.
     """
-    settings = settings or BackupSettings.from_env()
+    settings = settings or BackupPolicy.from_env()
     ec2 = ec2 or client("ec2")
     volumes = find_volumes(ec2, settings)
     report = backup_volumes(ec2, settings, volumes, run_id=run_id, now=now)

@@ -15,15 +15,13 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
-from feedlot_pipeline.core.settings import env
+from feedlot_pipeline.core.settings import aws_target
 
 _CONFIG = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32)
 
 
 _CLIENTS: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
-# Everything that changes where a client points or who it is; tests and the CLI change these.
-_KEY_VARS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_PROFILE")
 
 
 def client(service: str) -> Any:
@@ -34,14 +32,8 @@ def client(service: str) -> Any:
     are thread-safe; the key holds the pid (no sharing sockets across fork) and every variable
     that selects the endpoint or the identity, so a changed environment gets a new client.
     """
-    region = env("AWS_DEFAULT_REGION")
-    service_endpoint = f"AWS_ENDPOINT_URL_{service.upper().replace('-', '_')}"
-    key = (
-        service,
-        region,
-        os.getpid(),
-        *(os.environ.get(v) for v in (*_KEY_VARS, service_endpoint)),
-    )
+    region, target = aws_target(service)
+    key = (service, region, os.getpid(), *target)
     found = _CLIENTS.get(key)
     if found is None:
         with _LOCK:
@@ -61,15 +53,16 @@ def topic_arn(name: str) -> str:
     """ARN of an SNS topic by name, without needing sns:CreateTopic or ListTopics rights."""
     if name.startswith("arn:"):
         return name
-    account = _account_id(os.environ.get("AWS_ENDPOINT_URL"))
-    return f"arn:aws:sns:{env('AWS_DEFAULT_REGION')}:{account}:{name}"
+    region, target = aws_target("sts")
+    return f"arn:aws:sns:{region}:{_account_id(target[0])}:{name}"
 
 
 def queue_url(name: str) -> str:
     """URL of an SQS queue by name (a URL passes through); looked up once per endpoint."""
     if name.startswith("http"):
         return name
-    return _queue_url(name, env("AWS_DEFAULT_REGION"), os.environ.get("AWS_ENDPOINT_URL"))
+    region, target = aws_target("sqs")
+    return _queue_url(name, region, target[0])
 
 
 @lru_cache(maxsize=64)

@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 from feedlot_pipeline.core.aws import client, topic_arn
-from feedlot_pipeline.core.settings import env
+from feedlot_pipeline.core.settings import Settings
 
 DOCUMENT_TYPE = "feedlot_failure"
 DOCUMENT_VERSION = 1
@@ -163,7 +163,7 @@ def report_failure(
         }
         if event_id:
             attributes["event_id"] = {"DataType": "String", "StringValue": _cut(str(event_id), 256)}
-        arn = topic_arn(env("FEEDLOT_FAILURE_TOPIC"))
+        arn = topic_arn(Settings().failure_topic)
         message_id = client("sns").publish(
             TopicArn=arn,
             Message=message,

@@ -1,4 +1,4 @@
-"""The raw zone's layout and the notice a landing sends to the sensor queue.
+"""The raw zone's layout (the notice a landing sends is ``core.contracts.LandingNotice``).
 
 Layout: ``historico_diario/<fazenda>/<yyyy>/<mm>/<dd>/<source>-<event id>.jsonl``, one JSON value
 per line exactly as received. The key is derived from the delivery's event id, so a redelivered
@@ -8,15 +8,9 @@ event maps to the same object and lands nothing twice.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
 from datetime import date
-from typing import Any
-
-import orjson
 
 RAW_PREFIX = "historico_diario"
-NOTICE_TYPE = "raw_landing"
-NOTICE_VERSION = 1
 _SAFE = re.compile(r"[^A-Za-z0-9_-]")
 _FARM = re.compile(r"^[a-z0-9_]{1,64}$")
 
@@ -47,52 +41,3 @@ def parse_raw_key(key: str) -> tuple[str, date]:
     if len(parts) != 6 or parts[0] != RAW_PREFIX:
         raise ValueError(f"not a raw-zone key: {key!r}")
     return check_farm(parts[1]), date(int(parts[2]), int(parts[3]), int(parts[4]))
-
-
-@dataclass(frozen=True)
-class LandingNotice:
-    """What a landing tells the sensor: one object, its partition and its record count."""
-
-    bucket: str
-    key: str
-    fazenda: str
-    dia: str  # YYYY-MM-DD
-    records: int
-    source: str
-    event_id: str
-    landed_at: str
-    correlation_id: str | None = None
-
-    def to_json(self) -> str:
-        body = {"type": NOTICE_TYPE, "version": NOTICE_VERSION, **asdict(self)}
-        return orjson.dumps(body).decode()
-
-    @classmethod
-    def from_json(cls, text: str) -> LandingNotice:
-        """Parse and check a notice; ValueError with the reason when it is not one."""
-        try:
-            body: Any = orjson.loads(text)
-        except orjson.JSONDecodeError as err:
-            raise ValueError(f"notice is not JSON: {err}") from None
-        if not isinstance(body, dict) or body.get("type") != NOTICE_TYPE:
-            raise ValueError("notice has no type 'raw_landing'")
-        if body.get("version") != NOTICE_VERSION:
-            raise ValueError(f"unsupported notice version {body.get('version')!r}")
-        try:
-            notice = cls(
-                bucket=str(body["bucket"]),
-                key=str(body["key"]),
-                fazenda=str(body["fazenda"]),
-                dia=str(body["dia"]),
-                records=int(body["records"]),
-                source=str(body["source"]),
-                event_id=str(body["event_id"]),
-                landed_at=str(body["landed_at"]),
-                correlation_id=body.get("correlation_id"),
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"notice is missing or has a bad field: {err}") from None
-        fazenda, dia = parse_raw_key(notice.key)
-        if (fazenda, dia.isoformat()) != (notice.fazenda, notice.dia):
-            raise ValueError("notice partition does not match its object key")
-        return notice

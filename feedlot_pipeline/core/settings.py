@@ -12,14 +12,20 @@ templates' parameter defaults and the README's configuration table are checked a
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 WORKER_DOCUMENT = "AWS-RunShellScript"
+
+
+class SettingsError(ValueError):
+    """A variable holds a value its setting cannot take; the message names the variable."""
 
 
 class _FromEnv(BaseSettings):
@@ -33,14 +39,25 @@ class _FromEnv(BaseSettings):
         populate_by_name=True,
     )
 
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as err:
+            raise SettingsError(_explain(type(self), err)) from None
+
+    @classmethod
+    def variable(cls, field: str) -> str:
+        """The environment variable of one field."""
+        alias = cls.model_fields[field].validation_alias
+        prefix = cls.model_config.get("env_prefix", "")
+        return alias if isinstance(alias, str) else f"{prefix}{field}".upper()
+
     @classmethod
     def variables(cls) -> dict[str, tuple[str, str]]:
         """Environment variable → (default as text, meaning) for every field."""
-        prefix = cls.model_config.get("env_prefix", "")
         out: dict[str, tuple[str, str]] = {}
         for name, field in cls.model_fields.items():
-            alias = field.validation_alias
-            variable = alias if isinstance(alias, str) else f"{prefix}{name}".upper()
+            variable = cls.variable(name)
             default = field.get_default(call_default_factory=False)
             if isinstance(default, SecretStr):
                 default = default.get_secret_value()
@@ -49,6 +66,17 @@ class _FromEnv(BaseSettings):
                 text = text.lower()
             out[variable] = (text, field.description or "")
         return out
+
+
+def _explain(cls: type[_FromEnv], err: ValidationError) -> str:
+    parts = []
+    for problem in err.errors():
+        field = str(problem["loc"][0]) if problem["loc"] else "?"
+        name = cls.variable(field) if field in cls.model_fields else field
+        shown = problem.get("input")
+        shown = "<secret>" if "secret" in field or "key" in field or "url" in field else shown
+        parts.append(f"{name}={shown!r} is invalid: {problem['msg']}")
+    return "; ".join(parts)
 
 
 class Settings(_FromEnv):
@@ -387,3 +415,51 @@ def env(name: str) -> str:
     if name in DEFAULTS:
         return DEFAULTS[name]
     raise KeyError(f"{name} is not set ({describe(name)})")
+
+
+_AWS_KEY_VARS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_PROFILE")
+
+
+def aws_target(service: str) -> tuple[str, tuple[str | None, ...]]:
+    """The region and what else selects a boto3 client's endpoint and identity for ``service``.
+
+    Cheap on purpose (read per client lookup, not per client build): the boto3 client cache
+    keys on it, so a changed endpoint or identity gets a new client.
+    """
+    import os
+
+    region = os.environ.get("AWS_DEFAULT_REGION") or DEFAULTS["AWS_DEFAULT_REGION"]
+    per_service = f"AWS_ENDPOINT_URL_{service.upper().replace('-', '_')}"
+    return region, tuple(os.environ.get(v) for v in (*_AWS_KEY_VARS, per_service))
+
+
+def forwarded_values(names: tuple[str, ...]) -> dict[str, str]:
+    """The variables among ``names`` set in this environment, as they are (to hand to a child)."""
+    import os
+
+    return {name: os.environ[name] for name in names if os.environ.get(name)}
+
+
+def export(values: dict[str, str], *, override: bool = True) -> list[str]:
+    """Put variables into this process's environment (a tool adopting the local stack's
+    ``.feedlot/env``); with ``override=False`` only the unset ones. Returns the names set."""
+    import os
+
+    chosen = [k for k in values if override or not os.environ.get(k)]
+    for key in chosen:
+        os.environ[key] = values[key]
+    return chosen
+
+
+@contextmanager
+def scoped_environment(values: dict[str, str] | None = None) -> Iterator[None]:
+    """Set variables for a moment; on exit the whole environment is as it was (tools, benches)."""
+    import os
+
+    saved = dict(os.environ)
+    os.environ.update(values or {})
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -17,7 +17,8 @@ from typing import Any
 import orjson
 
 from feedlot_pipeline.core.aws import client, queue_url
-from feedlot_pipeline.core.lake import LandingNotice, raw_object_key
+from feedlot_pipeline.core.contracts import LandingNotice
+from feedlot_pipeline.core.lake import raw_object_key
 from feedlot_pipeline.core.records import route
 from feedlot_pipeline.core.settings import Settings
 

@@ -14,6 +14,7 @@ import dagster as dg
 
 from feedlot_pipeline.core.aws import client, queue_url
 from feedlot_pipeline.core.lake import partition_prefix
+from feedlot_pipeline.ingestion.queue_sensor import QueueTick
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def _non_empty_lines(body: Any) -> Iterator[bytes]:
 
 
 class SensorQueueResource(dg.ConfigurableResource):
-    """The SQS queue the landing Lambdas notify, and its dead-letter queue."""
+    """An SQS queue a sensor drains (landing notices, large files) and its dead-letter queue."""
 
     queue: str
     dlq: str
@@ -67,3 +68,14 @@ class SensorQueueResource(dg.ConfigurableResource):
 
     def dlq_url(self) -> str:
         return queue_url(self.dlq)
+
+    def tick(self, cursor: str | None, stage: str, max_messages: int) -> QueueTick:
+        """This tick's view of the queue (``queue_sensor`` protocol), from the sensor's cursor."""
+        return QueueTick(
+            queue_url=self.url(),
+            dlq=self.dlq,
+            dlq_url=self.dlq_url(),
+            stage=stage,
+            cursor=cursor,
+            max_messages=max_messages,
+        )

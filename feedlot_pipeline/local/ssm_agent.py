@@ -700,16 +700,12 @@ def start_worker(paths: Any, port: int, child_env: dict[str, str]) -> tuple[Any,
     Returns the agent's ServiceInfo and the SSM endpoint URL to export as AWS_ENDPOINT_URL_SSM.
     Runs with this process's environment pointed at the stack (inside stack.up's ``environ``).
     """
-    from feedlot_pipeline.backups.snapshots import BackupSettings
+    from feedlot_pipeline.core.settings import BackupSettings, WorkerSettings
     from feedlot_pipeline.local import stack
-    from feedlot_pipeline.worker.resources import worker_env
 
-    backup = BackupSettings.from_env()
+    backup, ws = BackupSettings(), WorkerSettings()
     worker = register_worker_instance(
-        worker_env("FEEDLOT_WORKER_TAG_KEY"),
-        worker_env("FEEDLOT_WORKER_TAG_VALUE"),
-        backup.tag_key,
-        backup.tag_value,
+        ws.worker_tag_key, ws.worker_tag_value, backup.backup_tag_key, backup.backup_tag_value
     )
     log_path = paths.logs / "ssm_agent.log"
     address = f"http://{LOOPBACK}:{port}"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import click
 
+from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.warehouse.store import WarehouseConfigError
 
 URL_HELP = "Warehouse SQLAlchemy URL (postgresql+psycopg://… or mysql+pymysql://…). "
@@ -17,7 +17,7 @@ URL_HELP += "Default: FEEDLOT_WAREHOUSE_URL."
 
 def resolve_url(url: str | None) -> str:
     """The --url given, else FEEDLOT_WAREHOUSE_URL, else a usage error that says what to set."""
-    url = url or os.environ.get("FEEDLOT_WAREHOUSE_URL")
+    url = url or Settings().warehouse_url_value()
     if not url:
         raise click.UsageError(
             "no warehouse URL: pass --url or set FEEDLOT_WAREHOUSE_URL, e.g. "

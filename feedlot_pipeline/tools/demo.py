@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from feedlot_pipeline.core.settings import Settings
+from feedlot_pipeline.core.settings import LocalSettings, Settings, export
 
 SAMPLE_DIR = Path(__file__).parents[1] / "sample"
 PARTITION_TAG = "dagster/partition"
@@ -206,7 +206,7 @@ def report(partitions: list[tuple[str, str]], rows_before: int) -> int:
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=lambda: os.environ.get("FEEDLOT_STATE_DIR", ".feedlot"),
+    default=lambda: LocalSettings().state_dir,
     show_default=".feedlot",
 )
 def demo(files: tuple[Path, ...], timeout: float, state_dir: Path) -> None:
@@ -219,7 +219,7 @@ def demo(files: tuple[Path, ...], timeout: float, state_dir: Path) -> None:
 
     click.echo("Starting the local stack …")
     stack.up(state_dir)
-    os.environ.update(stack.env(state_dir))
+    export(stack.env(state_dir))
     paths = list(files) or sample_files()
     if not paths:
         raise click.ClickException(f"no files given and no sample data in {SAMPLE_DIR}")

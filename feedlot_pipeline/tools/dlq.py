@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from feedlot_pipeline.core.aws import client, queue_url
-from feedlot_pipeline.core.settings import env
+from feedlot_pipeline.core.settings import Settings
 
 PEEK_VISIBILITY_SECONDS = 30  # longer than a scan of the queue; reset to 0 right after
 MOVE_VISIBILITY_SECONDS = 60  # a batch must be sent and deleted within this
@@ -266,7 +266,7 @@ def queue_option(func: Any) -> Any:
 
 
 def _queue(name: str | None) -> tuple[str, str]:
-    name = name or env("FEEDLOT_SENSOR_DLQ")
+    name = name or Settings().sensor_dlq
     return name, _resolve(name)
 
 
@@ -368,7 +368,7 @@ def redrive_cmd(
     if all_ == bool(ids):
         raise click.UsageError("give message IDs or --all (not both)")
     name, url = _queue(queue)
-    target_name = target or env("FEEDLOT_SENSOR_QUEUE")
+    target_name = target or Settings().sensor_queue
     target_url = _resolve(target_name)
     letters, report = redrive(url, target_url, None if all_ else list(ids), dry_run=dry_run)
     if all_ and len(letters) >= DEFAULT_MAX:

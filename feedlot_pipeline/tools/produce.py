@@ -25,7 +25,6 @@ Firehose reports as failed are retried, to the stream ``FEEDLOT_FIREHOSE_STREAM`
 from __future__ import annotations
 
 import math
-import os
 import sys
 import threading
 import time
@@ -406,12 +405,10 @@ class ApiPoster:
     ) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        from feedlot_pipeline.core.settings import env
-
         self.endpoint = url.rstrip("/") + "/consumo"
         self.api_key = api_key
         self.batch_size = min(batch_size, max(1, math.ceil(rate))) if rate > 0 else batch_size
-        self.max_body = max_body or int(env("FEEDLOT_INGEST_API_MAX_BODY_BYTES"))
+        self.max_body = max_body or Settings().ingest_api_max_body_bytes
         self.pacer = _Pacer(rate)
         self.bar = bar
         self.timeout = timeout
@@ -652,7 +649,7 @@ def api_target(url: str | None = None) -> tuple[str, str]:
     from feedlot_pipeline.local.api_gateway import resolve_api_key
     from feedlot_pipeline.local.services import ServiceError
 
-    url = url or os.environ.get("FEEDLOT_INGEST_API_URL")
+    url = url or Settings().ingest_api_url
     if not url:
         raise click.ClickException(
             "FEEDLOT_INGEST_API_URL is not set (local stack: feedlot local up, then "
@@ -693,9 +690,7 @@ def _sink(
             url, api_key, batch_size=batch_size, rate=rate, concurrency=concurrency, bar=bar
         )
     if via == "firehose":
-        from feedlot_pipeline.core.settings import env
-
-        return FirehoseWriter(stream or env("FEEDLOT_FIREHOSE_STREAM"), rate=rate, bar=bar)
+        return FirehoseWriter(stream or Settings().firehose_stream, rate=rate, bar=bar)
     if via != "sns":
         raise ValueError(f"unknown --via {via!r}: sns, api or firehose")
     return Publisher(topic or Settings().records_topic, batch_size=batch_size, rate=rate, bar=bar)
@@ -874,7 +869,7 @@ def produce(
         else:
             result = publish_files(files, **options)
     except (BotoCoreError, ClientError) as err:  # before anything was sent: no topic ARN
-        where = os.environ.get("AWS_ENDPOINT_URL") or "AWS"
+        where = Settings().aws_endpoint_url or "AWS"
         service = {"sns": "SNS", "firehose": "Firehose"}.get(via, via)
         raise click.ClickException(
             f"cannot reach {service} at {where}: {err} (local stack: feedlot local up, then "

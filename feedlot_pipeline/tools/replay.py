@@ -17,7 +17,6 @@ Runs are real Dagster runs in the instance of DAGSTER_HOME (``feedlot local up``
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ import dagster as dg
 
 from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.lake import RAW_PREFIX, check_farm, partition_prefix
-from feedlot_pipeline.core.settings import env
+from feedlot_pipeline.core.settings import LocalSettings, Settings, export
 from feedlot_pipeline.ingestion.partitions import (
     DAY_DIMENSION,
     farm_day_key,
@@ -108,7 +107,7 @@ def _count_objects(bucket: str, prefix: str, limit: int | None = None) -> int:
 
 def plan(fazenda: str, start: date, end: date, bucket: str | None = None) -> list[Partition]:
     """The partitions of the range that have raw objects; ReplayError when there are none."""
-    bucket = bucket or env("FEEDLOT_LAKE_BUCKET")
+    bucket = bucket or Settings().lake_bucket
     try:
         check_farm(fazenda)
     except ValueError as err:
@@ -317,7 +316,7 @@ def wait_for(
 
 def load_stack_env(state_dir: str | None) -> list[str]:
     """Without DAGSTER_HOME, take the local stack's variables from ``.feedlot/env``."""
-    if os.environ.get("DAGSTER_HOME"):
+    if LocalSettings().dagster_home is not None:
         return []
     from feedlot_pipeline.local import stack
 
@@ -325,10 +324,7 @@ def load_stack_env(state_dir: str | None) -> list[str]:
         values = stack.env(state_dir)
     except stack.ServiceError as err:
         raise click.ClickException(f"DAGSTER_HOME is not set and {err}") from None
-    added = [k for k, v in values.items() if not os.environ.get(k)]
-    for key in added:
-        os.environ[key] = values[key]
-    return added
+    return export(values, override=False)
 
 
 # --- command -------------------------------------------------------------------------------------
@@ -399,7 +395,7 @@ def replay(
         return
 
     replay_id = uuid.uuid4().hex[:12]
-    counter = Counter(os.environ.get("FEEDLOT_WAREHOUSE_URL"))
+    counter = Counter(Settings().warehouse_url_value())
     outcomes: list[Outcome] = []
     try:
         with dg.DagsterInstance.get() as instance:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from sqlalchemy.engine import make_url
 
 from feedlot_pipeline.core.lake import check_farm, parse_raw_key
 from feedlot_pipeline.core.records import RULES, UNROUTED_FARM, WAREHOUSE_COLUMNS
+from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.warehouse.schema import (
     clientes,
     historico_consumo,
@@ -170,7 +170,8 @@ def create_warehouse_engine(url: str, **kwargs: Any) -> sa.Engine:
 
 def _url_from_secret() -> str | None:
     """FEEDLOT_WAREHOUSE_SECRET's URL; None when no secret is configured."""
-    secret = os.environ.get("FEEDLOT_WAREHOUSE_SECRET")
+    settings = Settings()
+    secret = settings.warehouse_secret
     if not secret:
         return None
     from feedlot_pipeline.core.aws import client
@@ -181,7 +182,7 @@ def _url_from_secret() -> str | None:
         raise WarehouseConfigError(
             f"cannot read the warehouse secret {secret!r} (FEEDLOT_WAREHOUSE_SECRET): {err}"
         ) from None
-    key = os.environ.get("FEEDLOT_WAREHOUSE_SECRET_KEY") or "url"
+    key = settings.warehouse_secret_key
     if text.lstrip().startswith("{"):
         try:
             value = json.loads(text).get(key)
@@ -228,7 +229,7 @@ class Warehouse:
         FEEDLOT_WAREHOUSE_SECRET_KEY (``url``). It is how the EC2 worker finds the warehouse: an
         SSM command line is visible in the console, so the URL never travels in one.
         """
-        url = os.environ.get("FEEDLOT_WAREHOUSE_URL") or _url_from_secret()
+        url = Settings().warehouse_url_value() or _url_from_secret()
         if not url:
             raise WarehouseConfigError(
                 "FEEDLOT_WAREHOUSE_URL is not set: the warehouse's SQLAlchemy URL with the driver "

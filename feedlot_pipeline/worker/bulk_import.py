@@ -67,7 +67,7 @@ from feedlot_pipeline.core.records import (
     loads_line,
     route,
 )
-from feedlot_pipeline.core.settings import Settings, env
+from feedlot_pipeline.core.settings import Settings, WorkerSettings
 from feedlot_pipeline.ingestion.files import FileStats, iter_chunks, open_local
 from feedlot_pipeline.ingestion.landing import _encode, valid_days
 from feedlot_pipeline.worker.runtime import JobContext, WorkerError, parse_s3_uri
@@ -274,14 +274,14 @@ def unrouted_rejections(
 def bulk_import(ctx: JobContext) -> dict[str, Any]:
     """The job: see the module docstring."""
     settings = Settings()
-    chunk_records = int(ctx.options.get("chunk_records") or env("FEEDLOT_WORKER_CHUNK_RECORDS"))
+    chunk_records = int(ctx.options.get("chunk_records") or WorkerSettings().worker_chunk_records)
     in_bucket, in_key = parse_s3_uri(ctx.input_uri)
     if not in_key or in_key.endswith("/"):
         raise WorkerError(f"--input must name an object, not {ctx.input_uri!r}")
     s3 = client("s3")
     head = _head_input(s3, in_bucket, in_key, ctx.input_uri)
     etag = head.get("ETag", "")
-    max_record_bytes = int(env("FEEDLOT_FILEDROP_MAX_RECORD_BYTES"))
+    max_record_bytes = settings.filedrop_max_record_bytes
     chunk_bytes = max(CHUNK_BYTES, chunk_records * 1024)
     ident = import_id(in_bucket, in_key, etag, f"{chunk_records}/{chunk_bytes}/{max_record_bytes}")
     size = int(head.get("ContentLength") or 0)

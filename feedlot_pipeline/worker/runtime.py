@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from feedlot_pipeline.core.memory import peak_rss_mb
-from feedlot_pipeline.core.settings import env
+from feedlot_pipeline.core.settings import WorkerSettings
 
 PIPES_UPLOAD_SECONDS = 1.0  # how often buffered Pipes messages are uploaded to S3
 LOGGER_NAME = "feedlot.worker"
@@ -261,7 +261,7 @@ def run_job(
     """Run ``function`` inside the Pipes session, the work dir and the log file; return its
     result. Exceptions propagate (after Pipes has reported them and temp files are gone)."""
     job_id = safe_job_id(job_id or default_job_id(job))
-    root = Path(workdir or env("FEEDLOT_WORKER_WORKDIR"))
+    root = Path(workdir or WorkerSettings().worker_workdir)
     with _sigterm_raises(), _pipes_session() as (pipes, active):
         (root / "logs").mkdir(parents=True, exist_ok=True)
         log_path = root / "logs" / f"{job_id}.log"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from feedlot_pipeline.backups.snapshots import BackupSettings
+from feedlot_pipeline.backups.snapshots import BackupPolicy
 from feedlot_pipeline.core.aws import client
 
 
@@ -21,6 +21,6 @@ def ec2(moto_endpoint: str) -> Any:
 
 
 @pytest.fixture()
-def settings(moto_endpoint: str) -> BackupSettings:
+def settings(moto_endpoint: str) -> BackupPolicy:
     """Default retention, selecting by a tag key only this test uses."""
-    return BackupSettings(tag_key=f"Backup-{uuid.uuid4().hex[:8]}", tag_value="true")
+    return BackupPolicy(tag_key=f"Backup-{uuid.uuid4().hex[:8]}", tag_value="true")

@@ -16,8 +16,8 @@ from feedlot_pipeline.backups.resources import EbsBackupResource
 from feedlot_pipeline.backups.schedules import build_ebs_backup_schedule
 from feedlot_pipeline.backups.snapshots import (
     RUN_ID_KEY,
+    BackupPolicy,
     BackupReport,
-    BackupSettings,
     Created,
     Deleted,
 )
@@ -38,7 +38,7 @@ def _table(metadata: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return [dict(record.data) for record in metadata[name].records]
 
 
-def test_job_snapshots_prunes_and_reports(ec2: Any, settings: BackupSettings) -> None:
+def test_job_snapshots_prunes_and_reports(ec2: Any, settings: BackupPolicy) -> None:
     key = settings.tag_key
     volume = make_volume(ec2, {key: "true", "Name": "worker-data"})
     skipped = make_volume(ec2, {key: "no"})
@@ -80,7 +80,7 @@ def test_job_snapshots_prunes_and_reports(ec2: Any, settings: BackupSettings) ->
     assert snapshots_of(ec2, skipped) == {}
 
 
-def test_job_with_no_tagged_volume_succeeds_empty(settings: BackupSettings) -> None:
+def test_job_with_no_tagged_volume_succeeds_empty(settings: BackupPolicy) -> None:
     resource = EbsBackupResource(tag_key=settings.tag_key, tag_value="true")
     result = dg.materialize(
         [ebs_snapshots], resources={"ebs_backup": resource}, instance=dg.DagsterInstance.ephemeral()
@@ -101,7 +101,7 @@ def test_failure_metadata_keeps_what_was_done_and_the_errors() -> None:
         kept={"vol-a": 7},
         errors=["vol-b: CreateSnapshot failed: UnauthorizedOperation: denied"],
     )
-    metadata = report_metadata(report, BackupSettings())
+    metadata = report_metadata(report, BackupPolicy())
     assert metadata["created_count"].value == 1 and metadata["deleted_count"].value == 1
     assert _table(metadata, "deleted") == [
         {
@@ -147,7 +147,7 @@ def test_resource_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FEEDLOT_BACKUP_KEEP", "4")
     monkeypatch.setenv("FEEDLOT_BACKUP_MAX_AGE_DAYS", "14")
     resource = EbsBackupResource.from_env()
-    assert resource.settings() == BackupSettings("snap", "yes", 4, 14)
+    assert resource.settings() == BackupPolicy("snap", "yes", 4, 14)
     monkeypatch.setenv("FEEDLOT_BACKUP_KEEP", "0")
     with pytest.raises(ValueError, match="at least 1"):
         EbsBackupResource.from_env()

@@ -17,8 +17,8 @@ from feedlot_pipeline.backups.snapshots import (
     RUN_ID_KEY,
     SOURCE_VOLUME_KEY,
     BackupError,
+    BackupPolicy,
     BackupReport,
-    BackupSettings,
     backup_volumes,
     find_volumes,
     plan_prune,
@@ -40,15 +40,15 @@ def test_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> N
         "FEEDLOT_BACKUP_MAX_AGE_DAYS",
     ):
         monkeypatch.delenv(name, raising=False)
-    assert BackupSettings.from_env() == BackupSettings("Backup", "true", 7, 30)
+    assert BackupPolicy.from_env() == BackupPolicy("Backup", "true", 7, 30)
     monkeypatch.setenv("FEEDLOT_BACKUP_TAG_KEY", "snapshot")
     monkeypatch.setenv("FEEDLOT_BACKUP_TAG_VALUE", "daily")
     monkeypatch.setenv("FEEDLOT_BACKUP_KEEP", "3")
     monkeypatch.setenv("FEEDLOT_BACKUP_MAX_AGE_DAYS", "10")
-    assert BackupSettings.from_env() == BackupSettings("snapshot", "daily", 3, 10)
+    assert BackupPolicy.from_env() == BackupPolicy("snapshot", "daily", 3, 10)
     monkeypatch.setenv("FEEDLOT_BACKUP_KEEP", "seven")
-    with pytest.raises(ValueError, match="FEEDLOT_BACKUP_KEEP must be a whole number"):
-        BackupSettings.from_env()
+    with pytest.raises(ValueError, match="FEEDLOT_BACKUP_KEEP=.seven. is invalid"):
+        BackupPolicy.from_env()
 
 
 @pytest.mark.parametrize(
@@ -62,7 +62,7 @@ def test_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> N
 )
 def test_settings_refuse_dangerous_values(changes: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        dataclasses.replace(BackupSettings(), **changes)
+        dataclasses.replace(BackupPolicy(), **changes)
 
 
 # --- the retention rule, on plain data --------------------------------------------------------
@@ -73,7 +73,7 @@ def _snap(snapshot_id: str, days_old: float, state: str = "completed") -> dict[s
 
 
 def _plan(snapshots: list[dict[str, Any]], keep: int, max_age_days: int) -> tuple[dict, int]:
-    doomed, kept = plan_prune(snapshots, BackupSettings(keep=keep, max_age_days=max_age_days), T0)
+    doomed, kept = plan_prune(snapshots, BackupPolicy(keep=keep, max_age_days=max_age_days), T0)
     return {s["SnapshotId"]: reason for s, reason in doomed}, kept
 
 
@@ -119,9 +119,7 @@ def _managed(ec2: Any, volume_id: str) -> set[str]:
     }
 
 
-def test_snapshots_only_tagged_volumes_tagged_at_creation(
-    ec2: Any, settings: BackupSettings
-) -> None:
+def test_snapshots_only_tagged_volumes_tagged_at_creation(ec2: Any, settings: BackupPolicy) -> None:
     key = settings.tag_key
     named = make_volume(ec2, {key: "true", "Name": "worker-data"})
     unnamed = make_volume(ec2, {key: "true"})
@@ -150,7 +148,7 @@ def test_snapshots_only_tagged_volumes_tagged_at_creation(
 
 
 def test_runs_keep_the_newest_n_and_never_touch_foreign_snapshots(
-    ec2: Any, settings: BackupSettings
+    ec2: Any, settings: BackupPolicy
 ) -> None:
     settings = dataclasses.replace(settings, keep=2)
     volume = make_volume(ec2, {settings.tag_key: "true"})
@@ -204,7 +202,7 @@ def test_runs_keep_the_newest_n_and_never_touch_foreign_snapshots(
     assert set(snapshots_of(ec2, untagged_volume)) == {orphan}
 
 
-def test_age_comes_from_start_time(ec2: Any, settings: BackupSettings) -> None:
+def test_age_comes_from_start_time(ec2: Any, settings: BackupPolicy) -> None:
     """moto stamps StartTime itself; instead of backdating snapshots, the runs' clock moves."""
     volume = make_volume(ec2, {settings.tag_key: "true"})
     foreign = ec2.create_snapshot(VolumeId=volume)["SnapshotId"]
@@ -233,7 +231,7 @@ def test_age_comes_from_start_time(ec2: Any, settings: BackupSettings) -> None:
     assert set(snapshots_of(ec2, volume)) == {foreign, fourth}
 
 
-def test_one_failing_volume_does_not_stop_the_others(ec2: Any, settings: BackupSettings) -> None:
+def test_one_failing_volume_does_not_stop_the_others(ec2: Any, settings: BackupPolicy) -> None:
     settings = dataclasses.replace(settings, keep=1)
     first = make_volume(ec2, {settings.tag_key: "true"})
     last = make_volume(ec2, {settings.tag_key: "true"})

@@ -9,12 +9,12 @@ import uuid
 from typing import Any
 
 from feedlot_pipeline.backups.snapshots import (
-    DEFAULTS,
     MANAGED_BY_KEY,
     MANAGED_BY_VALUE,
     SNAPSHOT_TAG_KEYS,
 )
 from feedlot_pipeline.core.aws import client
+from feedlot_pipeline.core.settings import DEFAULTS
 from feedlot_pipeline_tests.deploy import cfn
 from feedlot_pipeline_tests.deploy.cfn import (
     TEMPLATE_DIR,

@@ -22,7 +22,8 @@ from datetime import date, datetime, timezone
 import pytest
 
 from feedlot_pipeline.core.aws import client
-from feedlot_pipeline.core.lake import LandingNotice, partition_prefix
+from feedlot_pipeline.core.contracts import LandingNotice
+from feedlot_pipeline.core.lake import partition_prefix
 from feedlot_pipeline_tests.deploy.cfn import TEMPLATE_DIR, load_template, stack_env_module
 
 PUBLIC_GRANTEES = (
@@ -222,7 +223,7 @@ def test_platform_code_runs_on_the_stack_outputs(
     assert [o.key for o in lake.partition_objects("fazenda_um", date(2023, 1, 1))] == [notice.key]
     queue = SensorQueueResource(queue=env["FEEDLOT_SENSOR_QUEUE"], dlq=env["FEEDLOT_SENSOR_DLQ"])
     messages = client("sqs").receive_message(QueueUrl=queue.url(), MaxNumberOfMessages=10)
-    bodies = [LandingNotice.from_json(m["Body"]) for m in messages.get("Messages", [])]
+    bodies = [LandingNotice.parse(m["Body"]) for m in messages.get("Messages", [])]
     assert bodies == [notice]
 
 

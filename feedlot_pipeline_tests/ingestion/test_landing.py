@@ -7,7 +7,7 @@ from datetime import date
 import orjson
 
 from feedlot_pipeline.core.aws import client
-from feedlot_pipeline.core.lake import LandingNotice
+from feedlot_pipeline.core.contracts import LandingNotice
 from feedlot_pipeline.ingestion.landing import land_records, split_body
 from feedlot_pipeline_tests.helpers import CLIENTS, NOW, receive_all, record
 
@@ -45,7 +45,7 @@ def test_batch_lands_one_object_per_partition_and_notifies(aws) -> None:
     assert [orjson.loads(line)["id_lote"] for line in body.splitlines()] == ["1", "2"]
     assert sum(n.records for n in notices) == len(batch)
 
-    sent = [LandingNotice.from_json(m["Body"]) for m in receive_all(prov.queue_url)]
+    sent = [LandingNotice.parse(m["Body"]) for m in receive_all(prov.queue_url)]
     assert sorted(n.key for n in sent) == keys
 
 

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from feedlot_pipeline.core.aws import client
-from feedlot_pipeline.core.lake import LandingNotice
+from feedlot_pipeline.core.contracts import LandingNotice
 from feedlot_pipeline.ingestion.partitions import farms_partitions
 from feedlot_pipeline.lambdas import api_handler, sns_handler
 from feedlot_pipeline_tests.helpers import mat_metadata, materialize, receive_all, record
@@ -114,7 +114,7 @@ def test_one_object_lands_like_sns_with_the_correlation_id(aws, warehouse_url) -
     assert head["Metadata"]["source"] == "api"
     line = s3.get_object(Bucket=settings.lake_bucket, Key=body["landed"][0])["Body"].read()
     assert orjson.loads(line) == record()  # landed exactly as received
-    (notice,) = [LandingNotice.from_json(m["Body"]) for m in receive_all(prov.queue_url)]
+    (notice,) = [LandingNotice.parse(m["Body"]) for m in receive_all(prov.queue_url)]
     assert (notice.source, notice.correlation_id, notice.records) == ("api", "corr-7", 1)
 
 
@@ -149,7 +149,7 @@ def test_mixed_batch_lands_everything_and_reconciles_in_the_warehouse(aws, wareh
         ("_unrouted", "2023", "01", "01"),
         ("_unrouted", f"{today:%Y}", f"{today:%m}", f"{today:%d}"),
     }
-    notices = [LandingNotice.from_json(m["Body"]) for m in receive_all(prov.queue_url)]
+    notices = [LandingNotice.parse(m["Body"]) for m in receive_all(prov.queue_url)]
     assert sum(n.records for n in notices) == len(batch)  # rejected records are landed too
 
     # The real asset path, per landed partition: landed = loaded + rejected, and the API's

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from feedlot_pipeline.core.aws import client
-from feedlot_pipeline.core.lake import LandingNotice
+from feedlot_pipeline.core.contracts import LandingNotice
 from feedlot_pipeline.lambdas import sns_handler
 from feedlot_pipeline_tests.helpers import Context, receive_all, record, sns_event
 
@@ -31,7 +31,7 @@ def test_batch_message_lands_per_partition_with_correlation_id(aws, warehouse_ur
     ]
     head = client("s3").head_object(Bucket=settings.lake_bucket, Key=result["landed"][1])
     assert head["Metadata"]["correlation-id"] == "corr-42"
-    notices = [LandingNotice.from_json(m["Body"]) for m in receive_all(prov.queue_url)]
+    notices = [LandingNotice.parse(m["Body"]) for m in receive_all(prov.queue_url)]
     assert {n.correlation_id for n in notices} == {"corr-42"}
     assert sum(n.records for n in notices) == 3
 

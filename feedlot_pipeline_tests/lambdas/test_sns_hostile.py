@@ -13,7 +13,7 @@ import json
 import pytest
 from sqlalchemy import create_engine, text
 
-from feedlot_pipeline.core.lake import LandingNotice
+from feedlot_pipeline.core.contracts import LandingNotice
 from feedlot_pipeline.lambdas import sns_handler
 from feedlot_pipeline.warehouse.store import Warehouse
 from feedlot_pipeline_tests.helpers import (
@@ -65,7 +65,7 @@ def test_hostile_messages_through_sns_land_inside_the_raw_zone_and_reconcile(
         sns_handler.handler(sns_event(message), Context())  # never raises on bad data
     assert refused_by_sns == ["non-UTF-8 bytes", "10 MB body"]
 
-    notices = [LandingNotice.from_json(m["Body"]) for m in receive_all(prov.queue_url)]
+    notices = [LandingNotice.parse(m["Body"]) for m in receive_all(prov.queue_url)]
     assert notices
     for notice in notices:
         parts = notice.key.split("/")

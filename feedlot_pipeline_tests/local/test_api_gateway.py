@@ -22,7 +22,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 from feedlot_pipeline.core.aws import client
-from feedlot_pipeline.core.lake import LandingNotice
+from feedlot_pipeline.core.contracts import LandingNotice
 from feedlot_pipeline.lambdas import sns_handler
 from feedlot_pipeline.local.api_gateway import ApiGateway, resolve_api_key
 from feedlot_pipeline.local.services import LOOPBACK, ServiceError
@@ -222,7 +222,7 @@ def test_post_lands_and_answers_202(aws, gateway, session) -> None:
     assert (answer["received"], answer["accepted"], answer["rejected"]) == (2, 1, 1)
     assert answer["requestId"] == response.headers["x-amzn-RequestId"]
     assert response.headers["x-correlation-id"] == answer["correlationId"] == "trace-1"
-    notices = [LandingNotice.from_json(m["Body"]) for m in receive_all(prov.queue_url)]
+    notices = [LandingNotice.parse(m["Body"]) for m in receive_all(prov.queue_url)]
     assert sorted(n.key for n in notices) == sorted(answer["landed"])
     assert {n.correlation_id for n in notices} == {"trace-1"}
 
@@ -283,7 +283,7 @@ def test_hostile_input_through_the_api_reconciles(aws, warehouse_url, gateway, s
     assert codes("duplicate of an earlier request") == {}  # only the warehouse can tell
 
     # Every key stays inside historico_diario/<farm>/<yyyy>/<mm>/<dd>/<file>.
-    notices = [LandingNotice.from_json(m["Body"]) for m in receive_all(prov.queue_url)]
+    notices = [LandingNotice.parse(m["Body"]) for m in receive_all(prov.queue_url)]
     lake_keys = [
         o["Key"]
         for page in client("s3")

@@ -11,8 +11,10 @@ import dagster as dg
 import pytest
 
 from feedlot_pipeline.core.aws import client
+from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.ingestion.sensors import RUN_KEY_TAG
 from feedlot_pipeline.lambdas import s3_handler
+from feedlot_pipeline.worker.resources import LargeFileQueueResource
 from feedlot_pipeline.worker.sensors import SENSOR_NAME, build_large_file_sensor
 from feedlot_pipeline_tests.helpers import (
     Context,
@@ -55,7 +57,11 @@ def instance():
 
 def tick(instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult:
     context = dg.build_sensor_context(
-        instance=instance, instance_ref=instance.get_ref(), cursor=cursor, definitions=DEFS
+        instance=instance,
+        instance_ref=instance.get_ref(),
+        cursor=cursor,
+        definitions=DEFS,
+        resources={"large_file_queue": LargeFileQueueResource.from_settings(Settings())},
     )
     return DEFS.resolve_sensor_def(SENSOR_NAME).evaluate_tick(context)
 

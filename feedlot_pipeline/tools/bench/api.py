@@ -14,7 +14,6 @@ request latency p50/p95 for each ``C`` in ``--clients``.
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import statistics
@@ -26,13 +25,13 @@ from typing import Any
 
 import click
 
+from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.local.services import environ
 from feedlot_pipeline.tools.produce import ApiPoster, PublishResult, iter_generated
 
 
 def _local_route(stack: ExitStack, echo: Any) -> tuple[str, str]:
     """Start moto, a scratch warehouse and the gateway in-process; (url, key). Undone by stack."""
-    from feedlot_pipeline.core.settings import Settings
     from feedlot_pipeline.local.api_gateway import ApiGateway
     from feedlot_pipeline.local.provision import provision
     from feedlot_pipeline.local.services import free_port, start_moto
@@ -49,7 +48,7 @@ def _local_route(stack: ExitStack, echo: Any) -> tuple[str, str]:
         moto.wait(10)
 
     stack.callback(stop_moto)
-    server_url = server_or_embedded(stack, os.environ.get("FEEDLOT_WAREHOUSE_URL"), work, echo)
+    server_url = server_or_embedded(stack, Settings().warehouse_url_value(), work, echo)
     db_url = scratch_database(stack, server_url)
     key = secrets.token_urlsafe(32)
     stack.enter_context(
@@ -58,7 +57,7 @@ def _local_route(stack: ExitStack, echo: Any) -> tuple[str, str]:
                 "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
                 "AWS_ACCESS_KEY_ID": "testing",
                 "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+                "AWS_DEFAULT_REGION": Settings().region,
                 "FEEDLOT_WAREHOUSE_URL": db_url,
             }
         )
@@ -120,7 +119,7 @@ def _client_counts(text: str) -> list[int]:
 def api_bench(records: int, clients_text: str, batch_size: int, url: str | None, seed: int) -> None:
     """Measure records/s, requests/s and latency p50/p95 of POST /consumo."""
     counts = _client_counts(clients_text)
-    url = url or os.environ.get("FEEDLOT_INGEST_API_URL")
+    url = url or Settings().ingest_api_url
     with ExitStack() as stack:
         if url:
             from feedlot_pipeline.tools.produce import api_target

@@ -20,7 +20,6 @@ Exits 1 when the reload wrote rows. Figures depend on the machine: compare runs 
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -36,6 +35,7 @@ from typing import Any
 import click
 
 from feedlot_pipeline.core.memory import peak_rss_mb
+from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.warehouse.loader import DEFAULT_CHUNK_ROWS
 
 OBJECT_KEY = "bench/records.jsonl"
@@ -153,7 +153,6 @@ def _parsed_chunks(path: Path, clients: dict[str, str], chunk_rows: int):
     from feedlot_pipeline.core.records import (
         row_fingerprint as fp,
     )
-    from feedlot_pipeline.core.settings import Settings
     from feedlot_pipeline.warehouse.loader import iter_file_lines
 
     rule = get_rule(Settings().consumo_meta_rule)
@@ -290,7 +289,7 @@ def bench(
     """Benchmark the warehouse load path against raw COPY of the same rows."""
     from feedlot_pipeline.tools.db import shown
 
-    url = url or os.environ.get("FEEDLOT_WAREHOUSE_URL")
+    url = url or Settings().warehouse_url_value()
     with ExitStack() as stack:
         work = Path(tempfile.mkdtemp(prefix="feedlot-bench-"))
         path = work / "records.jsonl"

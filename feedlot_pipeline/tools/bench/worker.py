@@ -31,7 +31,7 @@ from typing import Any
 import click
 
 from feedlot_pipeline.core.aws import client
-from feedlot_pipeline.core.settings import Settings
+from feedlot_pipeline.core.settings import Settings, export, scoped_environment
 from feedlot_pipeline.worker.runtime import run_args
 
 
@@ -57,13 +57,8 @@ def _start_moto(work: Path, stack: ExitStack) -> None:
         proc.wait(10)
 
     stack.callback(stop)
-    os.environ.update(
-        {
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
-            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
-        }
-    )
+    export({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"})
+    export({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}, override=False)
     provision(Settings())
 
 
@@ -101,17 +96,17 @@ def run_bench(
     )
     from feedlot_pipeline.warehouse.loader import DEFAULT_CHUNK_ROWS
 
-    url = url or os.environ.get("FEEDLOT_WAREHOUSE_URL")
-    saved = dict(os.environ)
+    url = url or Settings().warehouse_url_value()
     with ExitStack() as stack:
-        stack.callback(lambda: (os.environ.clear(), os.environ.update(saved)))
+        stack.enter_context(scoped_environment())  # what the bench exports is undone
         work = Path(tempfile.mkdtemp(prefix="feedlot-worker-bench-"))
         stack.callback(lambda: shutil.rmtree(work, ignore_errors=True))
         path = work / "records.jsonl"
         generate_file(path, records, seed, bad_fraction)
 
-        if os.environ.get("AWS_ENDPOINT_URL"):
-            click.echo(f"AWS: the local stack at {os.environ['AWS_ENDPOINT_URL']}")
+        endpoint = Settings().aws_endpoint_url
+        if endpoint:
+            click.echo(f"AWS: the local stack at {endpoint}")
         else:
             click.echo("AWS: no AWS_ENDPOINT_URL; starting a moto server …")
             _start_moto(work, stack)

@@ -7,10 +7,9 @@ alembic.ini …``), the URL comes from ``-x url=…`` or FEEDLOT_WAREHOUSE_URL.
 
 from __future__ import annotations
 
-import os
-
 from alembic import context
 
+from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.warehouse.schema import VERSION_TABLE
 
 config = context.config
@@ -18,7 +17,7 @@ config = context.config
 
 def _url() -> str:
     url = config.attributes.get("url") or context.get_x_argument(as_dictionary=True).get("url")
-    url = url or os.environ.get("FEEDLOT_WAREHOUSE_URL")
+    url = url or Settings().warehouse_url_value()
     if not url:
         raise RuntimeError("no warehouse URL: pass -x url=… or set FEEDLOT_WAREHOUSE_URL")
     return url
