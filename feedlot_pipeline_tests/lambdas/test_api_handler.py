@@ -16,7 +16,7 @@ import pytest
 from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.lake import LandingNotice
 from feedlot_pipeline.ingestion.partitions import farms_partitions
-from feedlot_pipeline.lambdas import api_handler, sns_handler
+from feedlot_pipeline.lambdas import api_handler
 from feedlot_pipeline_tests.helpers import mat_metadata, materialize, receive_all, record
 
 DAY = date(2023, 1, 1)
@@ -76,13 +76,6 @@ def call(event: dict) -> tuple[int, dict, dict]:
     result = api_handler.handler(event, Context())
     assert result["isBase64Encoded"] is False
     return result["statusCode"], json.loads(result["body"]), result["headers"]
-
-
-@pytest.fixture(autouse=True)
-def fresh_client_cache():
-    sns_handler._clients_cache = None
-    yield
-    sns_handler._clients_cache = None
 
 
 def mixed_batch() -> list[Any]:

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from feedlot_pipeline.core.aws import client
-from feedlot_pipeline.lambdas import s3_handler, sns_handler
+from feedlot_pipeline.lambdas import s3_handler
 from feedlot_pipeline_tests.helpers import (
     Context,
     Drops,
@@ -30,13 +30,6 @@ from feedlot_pipeline_tests.helpers import (
 def drops(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, request) -> Drops:
     """The ``aws`` resources plus uniquely named file-drop resources and an event capture."""
     return make_drops(monkeypatch, request)
-
-
-@pytest.fixture(autouse=True)
-def fresh_client_cache():
-    sns_handler._clients_cache = None
-    yield
-    sns_handler._clients_cache = None
 
 
 def landed_records(drops: Drops) -> list:

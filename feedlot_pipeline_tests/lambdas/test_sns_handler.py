@@ -13,13 +13,6 @@ from feedlot_pipeline.lambdas import sns_handler
 from feedlot_pipeline_tests.helpers import Context, receive_all, record, sns_event
 
 
-@pytest.fixture(autouse=True)
-def fresh_client_cache():
-    sns_handler._clients_cache = None
-    yield
-    sns_handler._clients_cache = None
-
-
 def test_batch_message_lands_per_partition_with_correlation_id(aws, warehouse_url) -> None:
     settings, prov = aws
     batch = [record(lote="1"), record(lote="2"), record("FazendaDois", lote="3")]
