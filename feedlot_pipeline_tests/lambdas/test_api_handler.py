@@ -111,6 +111,15 @@ def test_one_object_lands_like_sns_with_the_correlation_id(aws, warehouse_url) -
     assert (notice.source, notice.correlation_id, notice.records) == ("api", "corr-7", 1)
 
 
+def test_headers_only_in_multi_value_headers_count(aws, warehouse_url) -> None:
+    event = api_event(json.dumps(record()))
+    event["headers"] = None
+    event["multiValueHeaders"]["X-CORRELATION-ID"] = ["first", "corr-multi"]
+    status, body, headers = call(event)
+    assert status == 202
+    assert body["correlationId"] == headers["x-correlation-id"] == "corr-multi"
+
+
 def test_correlation_id_defaults_to_the_request_id(aws, warehouse_url) -> None:
     event = api_event(json.dumps([record()]))
     status, body, headers = call(event)
@@ -255,5 +264,12 @@ def test_not_an_api_gateway_event_raises(aws, warehouse_url) -> None:
         api_handler.handler({"Records": []}, Context())
     event = api_event("{}")
     del event["httpMethod"]  # an HTTP API (payload 2.0) event is a wiring error here
+    with pytest.raises(api_handler.InvalidEvent):
+        api_handler.handler(event, Context())
+    for broken in ([], None, {"requestContext": {"requestId": ""}, "httpMethod": "POST"}):
+        with pytest.raises(api_handler.InvalidEvent):
+            api_handler.handler(broken, Context())
+    event = api_event(None)
+    event["body"] = {"not": "a string"}
     with pytest.raises(api_handler.InvalidEvent):
         api_handler.handler(event, Context())

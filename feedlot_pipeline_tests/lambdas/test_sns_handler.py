@@ -29,6 +29,19 @@ def test_batch_message_lands_per_partition_with_correlation_id(aws, warehouse_ur
     assert sum(n.records for n in notices) == 3
 
 
+@pytest.mark.parametrize("attributes", ["absent", None, {}, {"correlation_id": {"Type": "String"}}])
+def test_correlation_id_defaults_to_the_message_id(aws, warehouse_url, attributes) -> None:
+    _, prov = aws
+    event = sns_event(json.dumps([record()]), "msg-no-attr")
+    if attributes == "absent":
+        del event["Records"][0]["Sns"]["MessageAttributes"]
+    else:
+        event["Records"][0]["Sns"]["MessageAttributes"] = attributes
+    assert sns_handler.handler(event, Context())["landed"]
+    (notice,) = [LandingNotice.from_json(m["Body"]) for m in receive_all(prov.queue_url)]
+    assert notice.correlation_id == "msg-no-attr"
+
+
 def test_original_case_line_format_is_accepted(aws, warehouse_url) -> None:
     settings, _ = aws
     lines = "\n".join(json.dumps(record(lote=str(i))) for i in range(3))
@@ -48,7 +61,13 @@ def test_unparseable_message_is_landed_not_lost(aws, warehouse_url) -> None:
 
 @pytest.mark.parametrize(
     "event",
-    [{}, {"Records": "x"}, {"Records": [{"EventSource": "aws:sqs", "Sns": {}}]}],
+    [
+        {},
+        {"Records": "x"},
+        {"Records": [{"EventSource": "aws:sqs", "Sns": {}}]},
+        {"Records": [{"EventSource": "aws:sns", "Sns": {"MessageId": "m"}}]},
+        {"Records": ["not a record"]},
+    ],
 )
 def test_invalid_envelope_raises(event, aws, warehouse_url) -> None:
     with pytest.raises(sns_handler.InvalidEvent):
