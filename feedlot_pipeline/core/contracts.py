@@ -11,6 +11,7 @@ may add one before every consumer knows it.
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -50,7 +51,8 @@ class LargeFileMessage(BaseModel):
         return value
 
     def to_json(self) -> str:
-        return self.model_dump_json()
+        """ASCII-only JSON: SQS refuses characters an S3 key may hold (U+FFFE, U+FFFF)."""
+        return json.dumps(self.model_dump(mode="json"), ensure_ascii=True)
 
     @classmethod
     def parse(cls, text: str | bytes) -> LargeFileMessage:

@@ -26,6 +26,12 @@ def test_round_trip() -> None:
     assert LargeFileMessage.parse(json.dumps({**GOOD, "added_later": 1})) == msg  # extras ignored
 
 
+def test_json_is_ascii_whatever_the_key() -> None:
+    msg = LargeFileMessage.parse(json.dumps({**GOOD, "key": "incoming/é\uffff\x01.jsonl"}))
+    assert msg.to_json().isascii()
+    assert LargeFileMessage.parse(msg.to_json()).key == "incoming/é\uffff\x01.jsonl"
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
