@@ -5,88 +5,101 @@
 - ``FailureDocument``: anything that gives up on a whole event → the failure topic.
 - ``PartitionsMessage`` / ``ProgressMessage``: the EC2 worker → Dagster, as Pipes custom messages.
 
-Every message carries ``type`` and ``version``; ``parse`` refuses another type or version and any
-missing or malformed field with a ``ValueError`` whose text says what is wrong (it ends up as the
-``reason`` of a dead letter, so it is written for people).
+A producer builds the model and sends ``to_json()``; a consumer calls ``parse(text)``, which
+raises ValueError with a readable reason for anything that is not a valid message (the reason goes
+with the message to its dead-letter queue, so it is written for people). Every message states its
+``type`` and ``version``; unknown extra fields are ignored, so a producer may add one before every
+consumer knows it.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import date
-from typing import Any, ClassVar
+from typing import Any, Literal
 
-import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from feedlot_pipeline.core.lake import parse_raw_key
 
-_EVENT_ID = r"^[A-Za-z0-9_-]{1,128}$"
+EVENT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"  # safe in S3 keys, run keys and tags
+
+
+def _reason(err: ValidationError) -> str:
+    """One clause per problem: ``field: what is wrong``."""
+    parts = []
+    for problem in err.errors(include_url=False):
+        where = ".".join(str(p) for p in problem["loc"]) or "message"
+        parts.append(f"{where}: {problem['msg']}")
+    return "; ".join(parts)
 
 
 class Contract(BaseModel):
-    """A message with a ``type`` and a ``version``; ``to_json`` / ``parse`` round-trip it."""
+    """A message with a ``type`` and a ``version`` (both must be stated when parsed)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
-    TYPE: ClassVar[str]
-    VERSION: ClassVar[int]
+    model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
 
-    def to_json(self) -> str:
-        return orjson.dumps(self.to_dict()).decode()
+    type: str
+    version: int
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _not_a_bool(cls, value: object) -> object:
+        if isinstance(value, bool):  # True == 1 would pass a Literal[1]
+            raise PydanticCustomError("literal_error", "Input should be 1")
+        return value
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.TYPE, "version": self.VERSION, **self.model_dump(mode="json")}
+        return self.model_dump(mode="json")
+
+    def to_json(self) -> str:
+        """ASCII-only JSON: SQS refuses characters an S3 key may hold (U+FFFE, U+FFFF)."""
+        return json.dumps(self.to_dict(), ensure_ascii=True)
 
     @classmethod
     def parse(cls, text: str | bytes) -> Any:
-        """The checked message; ValueError with the reason when ``text`` is not one."""
+        """The message in ``text``; ValueError with the reason when it is not a valid one."""
+        name = cls.model_fields["type"].default
         try:
-            body: Any = orjson.loads(text)
-        except orjson.JSONDecodeError as err:
-            raise ValueError(f"{cls.TYPE} message is not JSON: {err}") from None
-        return cls.from_dict(body)
-
-    @classmethod
-    def from_dict(cls, body: Any) -> Any:
-        if not isinstance(body, dict) or body.get("type") != cls.TYPE:
-            raise ValueError(f"message has no type {cls.TYPE!r}")
-        if body.get("version") != cls.VERSION:
-            raise ValueError(f"unsupported {cls.TYPE} version {body.get('version')!r}")
-        try:
-            return cls.model_validate(body)
+            msg = cls.model_validate_json(text)
         except ValidationError as err:
-            why = _why(err)
-            raise ValueError(f"{cls.TYPE} message is missing or has a bad field: {why}") from None
-
-
-def _why(err: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in err.errors()
-    )
+            raise ValueError(f"not a valid {name} message: {_reason(err)}") from None
+        unstated = [f for f in ("type", "version") if f not in msg.model_fields_set]
+        if unstated:
+            reason = "; ".join(f"{f}: Field required" for f in unstated)
+            raise ValueError(f"not a valid {name} message: {reason}")
+        return msg
 
 
 class LandingNotice(Contract):
     """What a landing tells the sensor: one raw object, its partition and its record count."""
 
-    TYPE: ClassVar[str] = "raw_landing"
-    VERSION: ClassVar[int] = 1
-
+    type: Literal["raw_landing"] = "raw_landing"
+    version: Literal[1] = 1
     bucket: str = Field(min_length=3, max_length=63)
     key: str = Field(max_length=512)
     fazenda: str
-    dia: str  # YYYY-MM-DD
+    dia: str  # YYYY-MM-DD, the record's own UTC day
     records: int = Field(ge=0)
     source: str
     event_id: str
-    landed_at: str
+    landed_at: str  # ISO 8601, UTC
     correlation_id: str | None = None
 
-    @classmethod
-    def from_dict(cls, body: Any) -> LandingNotice:
-        notice: LandingNotice = super().from_dict(body)
-        fazenda, dia = parse_raw_key(notice.key)
-        if (fazenda, dia.isoformat()) != (notice.fazenda, notice.dia):
+    @model_validator(mode="after")
+    def _key_names_the_partition(self) -> LandingNotice:
+        fazenda, dia = parse_raw_key(self.key)
+        if (fazenda, dia.isoformat()) != (self.fazenda, self.dia):
             raise ValueError("notice partition does not match its object key")
-        return notice
+        return self
 
     @property
     def day(self) -> date:
@@ -94,16 +107,16 @@ class LandingNotice(Contract):
 
 
 class LargeFileMessage(Contract):
-    """A dropped file too large for the S3 Lambda, handed to the EC2 worker's bulk import."""
+    """A dropped file left to the EC2 worker: which object, its size and ETag, and the event id
+    (from bucket, key, ETag and version) that makes a repeated announcement one run."""
 
-    TYPE: ClassVar[str] = "large_file"
-    VERSION: ClassVar[int] = 1
-
+    type: Literal["large_file"] = "large_file"
+    version: Literal[1] = 1
     bucket: str
     key: str
-    size: int = Field(ge=0, strict=True)
+    size: int = Field(ge=0)
     etag: str
-    event_id: str = Field(pattern=_EVENT_ID)
+    event_id: str = Field(pattern=EVENT_ID_PATTERN)
 
     @property
     def uri(self) -> str:
@@ -113,9 +126,10 @@ class LargeFileMessage(Contract):
 class FailureDocument(Contract):
     """A whole event the platform gave up on, as published on the failure topic."""
 
-    TYPE: ClassVar[str] = "feedlot_failure"
-    VERSION: ClassVar[int] = 1
+    model_config = ConfigDict(frozen=False, strict=True, extra="ignore")
 
+    type: Literal["feedlot_failure"] = "feedlot_failure"
+    version: Literal[1] = 1
     source: str
     stage: str
     reason: str
@@ -128,6 +142,11 @@ class FailureDocument(Contract):
     feedlot_version: str = "unknown"
     details: dict[str, Any] | None = None
     note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True, exclude={"event_id"}) | {
+            "event_id": self.event_id
+        }
 
 
 class PartitionCount(BaseModel):
@@ -146,9 +165,10 @@ class PartitionCount(BaseModel):
 class PartitionsMessage(Contract):
     """The worker's Pipes custom message listing the partitions a bulk import touched."""
 
-    TYPE: ClassVar[str] = "historico_consumo_partitions"
-    VERSION: ClassVar[int] = 1
+    model_config = ConfigDict(frozen=True, strict=False, extra="ignore")
 
+    type: Literal["historico_consumo_partitions"] = "historico_consumo_partitions"
+    version: Literal[1] = 1
     asset_key: str = "historico_consumo"
     job: str
     job_id: str
@@ -161,9 +181,10 @@ class PartitionsMessage(Contract):
 class ProgressMessage(Contract):
     """The worker's Pipes custom message after every chunk of a bulk import."""
 
-    TYPE: ClassVar[str] = "bulk_import.progress"
-    VERSION: ClassVar[int] = 1
+    model_config = ConfigDict(frozen=True, strict=False, extra="ignore")
 
+    type: Literal["bulk_import.progress"] = "bulk_import.progress"
+    version: Literal[1] = 1
     job_id: str
     chunks: int
     records: int

@@ -41,11 +41,13 @@ from typing import Any
 
 import orjson
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, event_source
 
 from feedlot_pipeline.core.records import RecordError, clean, get_rule, route
-from feedlot_pipeline.core.settings import Settings, env
+from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.ingestion.landing import land_records, valid_days
-from feedlot_pipeline.lambdas import sns_handler
+from feedlot_pipeline.lambdas import common
+from feedlot_pipeline.lambdas.common import InvalidEvent
 
 logger = Logger(service="feedlot-landing-api")
 
@@ -55,9 +57,7 @@ METHOD = "POST"
 MAX_LISTED_REJECTIONS = 1000  # the response stays small; counts are always complete
 _TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # fullmatch; also safe as S3 metadata (ASCII)
 
-
-class InvalidEvent(ValueError):
-    """The Lambda event is not an API Gateway proxy event: a wiring error, not bad data."""
+__all__ = ["InvalidEvent", "handler"]
 
 
 class _Refused(Exception):
@@ -70,24 +70,22 @@ class _Refused(Exception):
 
 
 def max_body_bytes() -> int:
-    """FEEDLOT_INGEST_API_MAX_BODY_BYTES, read per call: tests and the local gateway change it."""
-    return int(env("FEEDLOT_INGEST_API_MAX_BODY_BYTES"))
+    """FEEDLOT_INGEST_API_MAX_BODY_BYTES as the environment says now."""
+    return common.settings().ingest_api_max_body_bytes
 
 
-def _headers(event: Mapping[str, Any]) -> dict[str, str]:
-    """Header names lower-cased (HTTP names are case-insensitive; API Gateway keeps the case)."""
-    out: dict[str, str] = {}
-    for name, values in (event.get("multiValueHeaders") or {}).items():
-        if isinstance(values, list) and values:
-            out[str(name).lower()] = str(values[-1])
-    for name, value in (event.get("headers") or {}).items():
-        if value is not None:
-            out[str(name).lower()] = str(value)
-    return out
+def _header(event: APIGatewayProxyEvent, name: str) -> str | None:
+    """A header, case-insensitively; the single-value ``headers`` first, else the last of
+    ``multiValueHeaders`` (API Gateway fills both, keeping the client's case)."""
+    value = event.headers.get(name)
+    if value is None:
+        values = event.multi_value_headers.get(name)
+        value = values[-1] if isinstance(values, list) and values else None
+    return None if value is None else str(value)
 
 
-def _token_header(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
+def _token_header(event: APIGatewayProxyEvent, name: str) -> str | None:
+    value = _header(event, name)
     if value is None:
         return None
     if not _TOKEN.fullmatch(value):
@@ -95,14 +93,18 @@ def _token_header(headers: Mapping[str, str], name: str) -> str | None:
     return value
 
 
-def _body_bytes(event: Mapping[str, Any], limit: int) -> bytes:
-    """The raw body, base64-decoded when API Gateway encoded it; 413 past ``limit`` bytes."""
-    body = event.get("body")
+def _body_bytes(event: APIGatewayProxyEvent, limit: int) -> bytes:
+    """The raw body, base64-decoded when API Gateway encoded it; 413 past ``limit`` bytes.
+
+    Not Powertools' ``decoded_body``: the size is checked before decoding, and the bytes are
+    kept (a body that is not UTF-8 is a 400 with the offending byte, not an exception).
+    """
+    body = event.body
     if body is None or body == "":
         raise _Refused(400, "empty body: send a JSON object or a JSON array of records")
     if not isinstance(body, str):
         raise InvalidEvent("event body is not a string")
-    if event.get("isBase64Encoded"):
+    if event.is_base64_encoded:
         if len(body) > 4 * (limit // 3 + 1) + 4:  # decoded size is at most 3/4 of this
             raise _Refused(413, f"body exceeds {limit} bytes")
         try:
@@ -192,36 +194,41 @@ def _response(status: int, body: dict, correlation_id: str | None = None) -> dic
     }
 
 
-def _check_event(event: Any) -> tuple[str, str]:
+def check_event(event: Any) -> None:
+    """InvalidEvent unless this is a REST API (payload 1.0) proxy event with a request id.
+
+    Powertools' ``APIGatewayProxyEvent`` wraps anything; this keeps a wiring mistake (another
+    event source, an HTTP API payload 2.0 event) a clear error instead of a 4xx answer.
+    """
     if not isinstance(event, dict) or not isinstance(event.get("requestContext"), dict):
         raise InvalidEvent("event has no requestContext: not an API Gateway proxy event")
     request_id = event["requestContext"].get("requestId")
     if not isinstance(request_id, str) or not request_id:
         raise InvalidEvent("requestContext has no requestId")
-    method = event.get("httpMethod")
-    if not isinstance(method, str):
+    if not isinstance(event.get("httpMethod"), str):
         raise InvalidEvent("event has no httpMethod: not a REST API (payload 1.0) proxy event")
-    return request_id, method
 
 
 @logger.inject_lambda_context(clear_state=True)
-def handler(event: dict, context: Any) -> dict:
+@event_source(data_class=APIGatewayProxyEvent)
+def handler(event: APIGatewayProxyEvent, context: Any) -> dict:
     """Land the records of one ``POST /consumo``; answer 202 with counts, keys and rejections."""
     started = time.perf_counter()
-    request_id, method = _check_event(event)
-    headers = _headers(event)
+    check_event(event.raw_event)
+    request_id = event.request_context.request_id
     correlation_id = request_id
     logger.set_correlation_id(request_id)
+    s = common.settings()
     try:
-        correlation_id = _token_header(headers, "x-correlation-id") or request_id
+        correlation_id = _token_header(event, "x-correlation-id") or request_id
         logger.set_correlation_id(correlation_id)
         resource = event.get("resource") or event.get("path")
         if resource != RESOURCE:
             raise _Refused(404, f"no route {resource!r}: POST {RESOURCE}")
-        if method != METHOD:
-            raise _Refused(405, f"{method} not allowed on {RESOURCE}: use {METHOD}")
-        idempotency_key = _token_header(headers, "idempotency-key")
-        data = _body_bytes(event, max_body_bytes())
+        if event.http_method != METHOD:
+            raise _Refused(405, f"{event.http_method} not allowed on {RESOURCE}: use {METHOD}")
+        idempotency_key = _token_header(event, "idempotency-key")
+        data = _body_bytes(event, s.ingest_api_max_body_bytes)
         records = parse_body(data)
     except _Refused as refused:
         logger.warning(
@@ -234,17 +241,16 @@ def handler(event: dict, context: Any) -> dict:
     event_id = request_id
     if idempotency_key:  # same key and same body → same objects; same key, other body → others
         event_id = f"{idempotency_key}-{hashlib.sha256(data).hexdigest()[:16]}"
-    settings = Settings()
     now = datetime.now(timezone.utc)
     try:
-        clients = sns_handler.clients()
-        rejections = judge(records, clients, settings, now, event_id)
+        clients = common.client_map()
+        rejections = judge(records, clients, s, now, event_id)
         notices = land_records(
             records,
             source=SOURCE,
             event_id=event_id,
             clients=clients,
-            settings=settings,
+            settings=s,
             correlation_id=correlation_id,
             received_at=now,
         )

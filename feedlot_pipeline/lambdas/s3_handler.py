@@ -15,51 +15,41 @@ S3's quirks, handled here:
   same raw objects, which ``land_records`` never overwrites;
 - objects outside ``FEEDLOT_LANDING_INPUT_PREFIX`` or in another bucket are ignored with a log.
 
-Files above ``FEEDLOT_FILEDROP_MAX_BYTES`` are not read here: a ``large_file`` message goes to
-the large-file queue, whose sensor (``ingestion.file_sensors``) runs the EC2 worker's bulk import.
+Files above ``FEEDLOT_FILEDROP_MAX_BYTES`` are not read here: a ``large_file`` message
+(``core.contracts.LargeFileMessage``) goes to the large-file queue, whose sensor
+(``worker.sensors``) runs the EC2 worker's bulk import.
 Any AWS failure raises, so Lambda's retries (and then its failure destination) take over.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
+from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventRecord
 
 from feedlot_pipeline.core.aws import client, queue_url
-from feedlot_pipeline.core.settings import Settings, env
+from feedlot_pipeline.core.contracts import LargeFileMessage
+from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.ingestion.files import FileStats, iter_chunks
 from feedlot_pipeline.ingestion.landing import land_records
-from feedlot_pipeline.lambdas import sns_handler
+from feedlot_pipeline.lambdas import common
+from feedlot_pipeline.lambdas.common import InvalidEvent
 
 logger = Logger(service="feedlot-landing-s3")
 
 SOURCE = "file"
-LARGE_FILE_TYPE = "large_file"
-LARGE_FILE_VERSION = 1
+# The large_file contract is ``core.contracts.LargeFileMessage``; these names stay importable
+# here until ``worker.sensors`` parses messages with the model.
+LARGE_FILE_TYPE: str = LargeFileMessage.model_fields["type"].default
+LARGE_FILE_VERSION: int = LargeFileMessage.model_fields["version"].default
 TEST_EVENT = "s3:TestEvent"
 
-
-class InvalidEvent(ValueError):
-    """The Lambda event is not an S3 event notification: a wiring error, not bad data."""
-
-
-@dataclass(frozen=True)
-class FileDropSettings:
-    """The file-drop settings, read once per invocation."""
-
-    base: Settings = field(default_factory=Settings)
-    input_prefix: str = field(default_factory=lambda: env("FEEDLOT_LANDING_INPUT_PREFIX"))
-    max_bytes: int = field(default_factory=lambda: int(env("FEEDLOT_FILEDROP_MAX_BYTES")))
-    chunk_records: int = field(default_factory=lambda: int(env("FEEDLOT_FILEDROP_CHUNK_RECORDS")))
-    max_record_bytes: int = field(
-        default_factory=lambda: int(env("FEEDLOT_FILEDROP_MAX_RECORD_BYTES"))
-    )
-    large_file_queue: str = field(default_factory=lambda: env("FEEDLOT_LARGE_FILE_QUEUE"))
+__all__ = ["LARGE_FILE_TYPE", "LARGE_FILE_VERSION", "InvalidEvent", "handler"]
 
 
 @dataclass(frozen=True)
@@ -88,44 +78,48 @@ def is_test_event(event: Any) -> bool:
     return isinstance(event, dict) and event.get("Event") == TEST_EVENT
 
 
-def dropped_objects(event: Any) -> list[DroppedObject]:
-    """The S3 records of a Lambda event; InvalidEvent when it is not an S3 notification."""
+def check_event(event: Any) -> None:
+    """InvalidEvent unless every record is an aws:s3 record with a bucket name and an object key.
+
+    Powertools' ``S3Event`` wraps anything; this keeps a wiring mistake a clear error.
+    """
     if not isinstance(event, dict) or not isinstance(event.get("Records"), list):
         raise InvalidEvent("event has no Records list")
-    out = []
     for i, rec in enumerate(event["Records"]):
         if not isinstance(rec, dict) or rec.get("eventSource") != "aws:s3":
             raise InvalidEvent(f"Records[{i}] is not an aws:s3 record")
-        s3 = rec.get("s3") or {}
-        bucket = (s3.get("bucket") or {}).get("name")
-        obj = s3.get("object") or {}
-        if not isinstance(bucket, str) or not isinstance(obj.get("key"), str):
+        s3 = rec.get("s3")
+        bucket = s3.get("bucket") if isinstance(s3, dict) else None
+        obj = s3.get("object") if isinstance(s3, dict) else None
+        if not (
+            isinstance(bucket, dict)
+            and isinstance(bucket.get("name"), str)
+            and isinstance(obj, dict)
+            and isinstance(obj.get("key"), str)
+        ):
             raise InvalidEvent(f"Records[{i}].s3 lacks bucket.name or object.key")
-        out.append(
-            DroppedObject(
-                event_name=str(rec.get("eventName", "")),
-                bucket=bucket,
-                key=unquote_plus(obj["key"]),
-                size=int(obj.get("size") or 0),
-                etag=str(obj.get("eTag") or obj.get("etag") or "").strip('"'),
-                version_id=obj.get("versionId"),
-                sequencer=obj.get("sequencer"),
-            )
-        )
-    return out
 
 
-def large_file_message(obj: DroppedObject) -> dict:
+def dropped_object(record: S3EventRecord) -> DroppedObject:
+    """One checked S3 record, its key URL-decoded (S3 sends keys form-encoded: '+' is a space,
+    '%2B' a plus, '/' may arrive as '%2F')."""
+    obj = record.s3.get_object
+    return DroppedObject(
+        event_name=str(record.get("eventName") or ""),
+        bucket=record.s3.bucket.name,
+        key=unquote_plus(obj.key),
+        size=int(obj.get("size") or 0),  # absent on ObjectRemoved
+        etag=(obj.etag or str(obj.get("etag") or "")).strip('"'),
+        version_id=obj.version_id,
+        sequencer=obj.get("sequencer"),
+    )
+
+
+def large_file_message(obj: DroppedObject) -> LargeFileMessage:
     """What the large-file sensor receives for a file left to the EC2 worker."""
-    return {
-        "type": LARGE_FILE_TYPE,
-        "version": LARGE_FILE_VERSION,
-        "bucket": obj.bucket,
-        "key": obj.key,
-        "size": obj.size,
-        "etag": obj.etag,
-        "event_id": obj.event_id,
-    }
+    return LargeFileMessage(
+        bucket=obj.bucket, key=obj.key, size=obj.size, etag=obj.etag, event_id=obj.event_id
+    )
 
 
 def _skip(obj: DroppedObject, reason: str) -> dict:
@@ -133,10 +127,9 @@ def _skip(obj: DroppedObject, reason: str) -> dict:
     return {"key": obj.key, "status": "ignored", "reason": reason}
 
 
-def _handoff(obj: DroppedObject, fs: FileDropSettings) -> dict:
+def _handoff(obj: DroppedObject, s: Settings) -> dict:
     client("sqs").send_message(
-        QueueUrl=queue_url(fs.large_file_queue),
-        MessageBody=json.dumps(large_file_message(obj)),
+        QueueUrl=queue_url(s.large_file_queue), MessageBody=large_file_message(obj).to_json()
     )
     logger.info(
         "large file handed to the worker",
@@ -144,9 +137,9 @@ def _handoff(obj: DroppedObject, fs: FileDropSettings) -> dict:
             "bucket": obj.bucket,
             "key": obj.key,
             "size": obj.size,
-            "max_bytes": fs.max_bytes,
+            "max_bytes": s.filedrop_max_bytes,
             "event_id": obj.event_id,
-            "queue": fs.large_file_queue,
+            "queue": s.large_file_queue,
         },
     )
     return {"key": obj.key, "status": "large_file", "event_id": obj.event_id}
@@ -169,18 +162,18 @@ def _open(obj: DroppedObject) -> dict | None:
         raise
 
 
-def process(obj: DroppedObject, fs: FileDropSettings) -> dict:
+def process(obj: DroppedObject, s: Settings) -> dict:
     """Land one dropped object (or hand it off, or ignore it) and say what happened."""
     if not obj.event_name.startswith("ObjectCreated"):
         return _skip(obj, f"event {obj.event_name!r} is not ObjectCreated")
-    if obj.bucket != fs.base.landing_bucket:
-        return _skip(obj, f"bucket is not the landing bucket {fs.base.landing_bucket!r}")
-    if not obj.key.startswith(fs.input_prefix):
-        return _skip(obj, f"key is outside the input prefix {fs.input_prefix!r}")
+    if obj.bucket != s.landing_bucket:
+        return _skip(obj, f"bucket is not the landing bucket {s.landing_bucket!r}")
+    if not obj.key.startswith(s.landing_input_prefix):
+        return _skip(obj, f"key is outside the input prefix {s.landing_input_prefix!r}")
     if obj.key.endswith("/"):
         return _skip(obj, "key is a folder marker")
-    if fs.max_bytes and obj.size > fs.max_bytes:
-        return _handoff(obj, fs)
+    if s.filedrop_max_bytes and obj.size > s.filedrop_max_bytes:
+        return _handoff(obj, s)
 
     got = _open(obj)
     if got is None:
@@ -197,8 +190,8 @@ def process(obj: DroppedObject, fs: FileDropSettings) -> dict:
                 got["Body"],
                 obj.key,
                 content_type=got.get("ContentType") or "",
-                chunk_records=fs.chunk_records,
-                max_record_bytes=fs.max_record_bytes,
+                chunk_records=s.filedrop_chunk_records,
+                max_record_bytes=s.filedrop_max_record_bytes,
                 stats=stats,
             )
         ):
@@ -206,8 +199,8 @@ def process(obj: DroppedObject, fs: FileDropSettings) -> dict:
                 chunk,
                 source=SOURCE,
                 event_id=obj.chunk_event_id(index),
-                clients=sns_handler.clients(),
-                settings=fs.base,
+                clients=common.client_map(),
+                settings=s,
                 correlation_id=correlation_id,
             )
             chunks += 1
@@ -236,11 +229,14 @@ def process(obj: DroppedObject, fs: FileDropSettings) -> dict:
 
 
 @logger.inject_lambda_context(clear_state=True)
-def handler(event: dict, context: Any) -> dict:
+@event_source(data_class=S3Event)
+def handler(event: S3Event, context: Any) -> dict:
     """Process each ObjectCreated record of an S3 event notification."""
-    if is_test_event(event):
-        logger.info("s3:TestEvent ignored", extra={"bucket": event.get("Bucket")})
+    raw = event.raw_event
+    if is_test_event(raw):
+        logger.info("s3:TestEvent ignored", extra={"bucket": raw.get("Bucket")})
         return {"ignored": TEST_EVENT}
-    objects = dropped_objects(event)
-    fs = FileDropSettings()
-    return {"files": [process(obj, fs) for obj in objects]}
+    check_event(raw)
+    objects = [dropped_object(record) for record in event.records]
+    s = common.settings()
+    return {"files": [process(obj, s) for obj in objects]}

@@ -7,79 +7,70 @@ retries (and later the failure destination) take over; it never turns an error i
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aws_lambda_powertools import Logger
+from aws_lambda_powertools.utilities.data_classes import SNSEvent, event_source
+from aws_lambda_powertools.utilities.data_classes.sns_event import SNSMessage
 
-from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.ingestion.landing import land_records, split_body
+from feedlot_pipeline.lambdas import common
+from feedlot_pipeline.lambdas.common import InvalidEvent
 
 logger = Logger(service="feedlot-landing-sns")
 
-CLIENTS_TTL_SECONDS = 60.0
-_clients_cache: tuple[float, dict[str, str]] | None = None
+CORRELATION_ATTRIBUTE = "correlation_id"
+
+__all__ = ["InvalidEvent", "handler"]
 
 
-class InvalidEvent(ValueError):
-    """The Lambda event is not an SNS event: a wiring error, not bad data."""
+def check_event(event: Any) -> None:
+    """InvalidEvent unless every record is an aws:sns record with a MessageId and a Message.
 
-
-def clients() -> dict[str, str]:
-    """cod_cliente → fazenda from the warehouse, cached for a minute per Lambda container."""
-    global _clients_cache
-    now = time.monotonic()
-    if _clients_cache is None or now - _clients_cache[0] > CLIENTS_TTL_SECONDS:
-        from feedlot_pipeline.warehouse.store import Warehouse
-
-        warehouse = Warehouse.from_env()
-        try:
-            _clients_cache = (now, warehouse.clients())
-        finally:
-            warehouse.dispose()
-    return _clients_cache[1]
-
-
-def _sns_records(event: Any) -> list[dict]:
+    Powertools' ``SNSEvent`` wraps anything; this keeps a wiring mistake a clear error.
+    """
     if not isinstance(event, dict) or not isinstance(event.get("Records"), list):
         raise InvalidEvent("event has no Records list")
-    out = []
     for i, rec in enumerate(event["Records"]):
         sns = rec.get("Sns") if isinstance(rec, dict) else None
         if not isinstance(sns, dict) or rec.get("EventSource") != "aws:sns":
             raise InvalidEvent(f"Records[{i}] is not an aws:sns record")
         if not isinstance(sns.get("MessageId"), str) or not isinstance(sns.get("Message"), str):
             raise InvalidEvent(f"Records[{i}].Sns lacks MessageId or Message")
-        out.append(sns)
-    return out
 
 
-def _attribute(sns: dict, name: str) -> str | None:
-    attr = (sns.get("MessageAttributes") or {}).get(name)
-    return attr.get("Value") if isinstance(attr, dict) else None
+def correlation_id(message: SNSMessage) -> str:
+    """The publisher's ``correlation_id`` message attribute, else the message id."""
+    has_attributes = isinstance(message.get("MessageAttributes"), dict)  # may be absent or null
+    attribute = message.message_attributes.get(CORRELATION_ATTRIBUTE) if has_attributes else None
+    value = attribute.get("Value") if attribute and isinstance(attribute.raw_event, dict) else None
+    return value if isinstance(value, str) and value else message.message_id
 
 
 @logger.inject_lambda_context(clear_state=True)
-def handler(event: dict, context: Any) -> dict:
+@event_source(data_class=SNSEvent)
+def handler(event: SNSEvent, context: Any) -> dict:
     """Land each SNS message's records; one raw object per message and (farm, day)."""
-    settings = Settings()
+    check_event(event.raw_event)
+    s = common.settings()
     landed = []
-    for sns in _sns_records(event):
-        correlation_id = _attribute(sns, "correlation_id") or sns["MessageId"]
-        logger.set_correlation_id(correlation_id)
-        records = split_body(sns["Message"])
+    for record in event.records:
+        message = record.sns
+        corr = correlation_id(message)
+        logger.set_correlation_id(corr)
+        records = split_body(message.message)
         notices = land_records(
             records,
             source="sns",
-            event_id=sns["MessageId"],
-            clients=clients(),
-            settings=settings,
-            correlation_id=correlation_id,
+            event_id=message.message_id,
+            clients=common.client_map(),
+            settings=s,
+            correlation_id=corr,
         )
         logger.info(
             "landed",
             extra={
-                "message_id": sns["MessageId"],
+                "message_id": message.message_id,
                 "records": len(records),
                 "objects": [n.key for n in notices],
             },

@@ -16,7 +16,7 @@ import pytest
 from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.contracts import LandingNotice
 from feedlot_pipeline.ingestion.partitions import farms_partitions
-from feedlot_pipeline.lambdas import api_handler, sns_handler
+from feedlot_pipeline.lambdas import api_handler
 from feedlot_pipeline_tests.helpers import mat_metadata, materialize, receive_all, record
 
 DAY = date(2023, 1, 1)
@@ -78,13 +78,6 @@ def call(event: dict) -> tuple[int, dict, dict]:
     return result["statusCode"], json.loads(result["body"]), result["headers"]
 
 
-@pytest.fixture(autouse=True)
-def fresh_client_cache():
-    sns_handler._clients_cache = None
-    yield
-    sns_handler._clients_cache = None
-
-
 def mixed_batch() -> list[Any]:
     return [
         record(lote="1"),  # 0 ok
@@ -116,6 +109,15 @@ def test_one_object_lands_like_sns_with_the_correlation_id(aws, warehouse_url) -
     assert orjson.loads(line) == record()  # landed exactly as received
     (notice,) = [LandingNotice.parse(m["Body"]) for m in receive_all(prov.queue_url)]
     assert (notice.source, notice.correlation_id, notice.records) == ("api", "corr-7", 1)
+
+
+def test_headers_only_in_multi_value_headers_count(aws, warehouse_url) -> None:
+    event = api_event(json.dumps(record()))
+    event["headers"] = None
+    event["multiValueHeaders"]["X-CORRELATION-ID"] = ["first", "corr-multi"]
+    status, body, headers = call(event)
+    assert status == 202
+    assert body["correlationId"] == headers["x-correlation-id"] == "corr-multi"
 
 
 def test_correlation_id_defaults_to_the_request_id(aws, warehouse_url) -> None:
@@ -262,5 +264,12 @@ def test_not_an_api_gateway_event_raises(aws, warehouse_url) -> None:
         api_handler.handler({"Records": []}, Context())
     event = api_event("{}")
     del event["httpMethod"]  # an HTTP API (payload 2.0) event is a wiring error here
+    with pytest.raises(api_handler.InvalidEvent):
+        api_handler.handler(event, Context())
+    for broken in ([], None, {"requestContext": {"requestId": ""}, "httpMethod": "POST"}):
+        with pytest.raises(api_handler.InvalidEvent):
+            api_handler.handler(broken, Context())
+    event = api_event(None)
+    event["body"] = {"not": "a string"}
     with pytest.raises(api_handler.InvalidEvent):
         api_handler.handler(event, Context())

@@ -14,7 +14,8 @@ import orjson
 import pytest
 
 from feedlot_pipeline.core.aws import client
-from feedlot_pipeline.lambdas import s3_handler, sns_handler
+from feedlot_pipeline.core.contracts import LargeFileMessage
+from feedlot_pipeline.lambdas import s3_handler
 from feedlot_pipeline_tests.helpers import (
     Context,
     Drops,
@@ -30,13 +31,6 @@ from feedlot_pipeline_tests.helpers import (
 def drops(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, request) -> Drops:
     """The ``aws`` resources plus uniquely named file-drop resources and an event capture."""
     return make_drops(monkeypatch, request)
-
-
-@pytest.fixture(autouse=True)
-def fresh_client_cache():
-    sns_handler._clients_cache = None
-    yield
-    sns_handler._clients_cache = None
 
 
 def landed_records(drops: Drops) -> list:
@@ -211,6 +205,31 @@ def test_large_file_goes_to_the_worker_queue(drops: Drops, warehouse_url, monkey
         "event_id": big["event_id"],
     }
     assert body_msg["etag"] and body_msg["event_id"].startswith("file-")
+    parsed = LargeFileMessage.parse(msg["Body"])  # the contract the worker's sensor reads
+    assert (parsed.key, parsed.size, parsed.event_id) == (
+        "incoming/big file.jsonl",
+        len(body),
+        big["event_id"],
+    )
+
+
+def test_removal_without_size_or_etag_is_ignored(drops: Drops) -> None:
+    """ObjectRemoved records carry no size and no eTag: ignored, not a KeyError."""
+    event = {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "eventName": "ObjectRemoved:Delete",
+                "s3": {
+                    "bucket": {"name": drops.bucket},
+                    "object": {"key": "incoming/gone+file.jsonl", "sequencer": "0A"},
+                },
+            }
+        ]
+    }
+    (file,) = s3_handler.handler(event, Context())["files"]
+    assert (file["key"], file["status"]) == ("incoming/gone file.jsonl", "ignored")
 
 
 def test_empty_file_lands_nothing(drops: Drops, warehouse_url) -> None:
@@ -228,6 +247,10 @@ def test_empty_file_lands_nothing(drops: Drops, warehouse_url) -> None:
         {"Records": "x"},
         {"Records": [{"eventSource": "aws:sns"}]},
         {"Records": [{"eventSource": "aws:s3", "s3": {}}]},
+        {"Records": [{"eventSource": "aws:s3", "s3": {"bucket": {"name": "b"}, "object": {}}}]},
+        {"Records": [{"eventSource": "aws:s3", "s3": {"bucket": "b", "object": {"key": "k"}}}]},
+        {"Records": [None]},
+        [],
     ],
 )
 def test_invalid_event_raises(event, drops: Drops) -> None:

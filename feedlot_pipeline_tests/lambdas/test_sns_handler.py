@@ -13,13 +13,6 @@ from feedlot_pipeline.lambdas import sns_handler
 from feedlot_pipeline_tests.helpers import Context, receive_all, record, sns_event
 
 
-@pytest.fixture(autouse=True)
-def fresh_client_cache():
-    sns_handler._clients_cache = None
-    yield
-    sns_handler._clients_cache = None
-
-
 def test_batch_message_lands_per_partition_with_correlation_id(aws, warehouse_url) -> None:
     settings, prov = aws
     batch = [record(lote="1"), record(lote="2"), record("FazendaDois", lote="3")]
@@ -34,6 +27,19 @@ def test_batch_message_lands_per_partition_with_correlation_id(aws, warehouse_ur
     notices = [LandingNotice.parse(m["Body"]) for m in receive_all(prov.queue_url)]
     assert {n.correlation_id for n in notices} == {"corr-42"}
     assert sum(n.records for n in notices) == 3
+
+
+@pytest.mark.parametrize("attributes", ["absent", None, {}, {"correlation_id": {"Type": "String"}}])
+def test_correlation_id_defaults_to_the_message_id(aws, warehouse_url, attributes) -> None:
+    _, prov = aws
+    event = sns_event(json.dumps([record()]), "msg-no-attr")
+    if attributes == "absent":
+        del event["Records"][0]["Sns"]["MessageAttributes"]
+    else:
+        event["Records"][0]["Sns"]["MessageAttributes"] = attributes
+    assert sns_handler.handler(event, Context())["landed"]
+    (notice,) = [LandingNotice.parse(m["Body"]) for m in receive_all(prov.queue_url)]
+    assert notice.correlation_id == "msg-no-attr"
 
 
 def test_original_case_line_format_is_accepted(aws, warehouse_url) -> None:
@@ -55,7 +61,13 @@ def test_unparseable_message_is_landed_not_lost(aws, warehouse_url) -> None:
 
 @pytest.mark.parametrize(
     "event",
-    [{}, {"Records": "x"}, {"Records": [{"EventSource": "aws:sqs", "Sns": {}}]}],
+    [
+        {},
+        {"Records": "x"},
+        {"Records": [{"EventSource": "aws:sqs", "Sns": {}}]},
+        {"Records": [{"EventSource": "aws:sns", "Sns": {"MessageId": "m"}}]},
+        {"Records": ["not a record"]},
+    ],
 )
 def test_invalid_envelope_raises(event, aws, warehouse_url) -> None:
     with pytest.raises(sns_handler.InvalidEvent):

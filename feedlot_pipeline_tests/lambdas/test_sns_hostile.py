@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from sqlalchemy import create_engine, text
 
 from feedlot_pipeline.core.contracts import LandingNotice
@@ -25,13 +24,6 @@ from feedlot_pipeline_tests.helpers import (
 )
 
 SNS_MAX_BYTES = 256 * 1024
-
-
-@pytest.fixture(autouse=True)
-def fresh_client_cache():
-    sns_handler._clients_cache = None
-    yield
-    sns_handler._clients_cache = None
 
 
 def as_message(body: object) -> str | None:

@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 
 from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.contracts import LandingNotice
-from feedlot_pipeline.lambdas import sns_handler
+from feedlot_pipeline.lambdas import common
 from feedlot_pipeline.local.api_gateway import ApiGateway, resolve_api_key
 from feedlot_pipeline.local.services import LOOPBACK, ServiceError
 from feedlot_pipeline.warehouse.store import Warehouse
@@ -59,9 +59,9 @@ def malformed_handler(event: dict, context: Any) -> dict:
 
 @pytest.fixture(autouse=True)
 def fresh_client_cache():
-    sns_handler._clients_cache = None
+    common.reset_client_map()
     yield
-    sns_handler._clients_cache = None
+    common.reset_client_map()
 
 
 @pytest.fixture()

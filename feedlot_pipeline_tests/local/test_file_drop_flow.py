@@ -20,7 +20,7 @@ from sqlalchemy import create_engine, text
 from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.ingestion.files import read_all
 from feedlot_pipeline.ingestion.partitions import farms_partitions
-from feedlot_pipeline.lambdas import sns_handler
+from feedlot_pipeline.lambdas import common
 from feedlot_pipeline.local.lambda_bridge import LambdaBridge
 from feedlot_pipeline_tests.helpers import (
     Drops,
@@ -41,7 +41,7 @@ def drops(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch, request) -> Drops
 @pytest.fixture()
 def bridge(drops: Drops, warehouse_url: str, tmp_path):
     """The bridge, subscribed to the file-drops topic the way ``feedlot local up`` does."""
-    sns_handler._clients_cache = None
+    common.reset_client_map()
     started = LambdaBridge(tmp_path, 0, retry_seconds=(0.05, 0.1)).start()
     sns = client("sns")
     arn = sns.subscribe(
@@ -53,7 +53,7 @@ def bridge(drops: Drops, warehouse_url: str, tmp_path):
     yield started
     sns.unsubscribe(SubscriptionArn=arn)
     started.stop(5)
-    sns_handler._clients_cache = None
+    common.reset_client_map()
 
 
 def settle(bridge: LambdaBridge, invocations: int, timeout: float = 60) -> None:

@@ -261,16 +261,16 @@ def api(aws, warehouse_url, monkeypatch: pytest.MonkeyPatch):
     """The local API gateway in-process with the real handler; its URL and key exported."""
     import secrets
 
-    from feedlot_pipeline.lambdas import sns_handler
+    from feedlot_pipeline.lambdas import common
     from feedlot_pipeline.local.api_gateway import ApiGateway
 
-    sns_handler._clients_cache = None
+    common.reset_client_map()
     key = secrets.token_urlsafe(24)
     monkeypatch.setenv("FEEDLOT_INGEST_API_KEY", key)
     with ApiGateway(0, api_key=key) as gateway:
         monkeypatch.setenv("FEEDLOT_INGEST_API_URL", gateway.url)
         yield gateway
-    sns_handler._clients_cache = None
+    common.reset_client_map()
 
 
 def lake_lines(bucket: str, prefix: str = "historico_diario/") -> list[bytes]:
