@@ -21,10 +21,9 @@ from functools import lru_cache
 from typing import Any
 
 from feedlot_pipeline.core.aws import client, topic_arn
+from feedlot_pipeline.core.contracts import FailureDocument
 from feedlot_pipeline.core.settings import Settings
 
-DOCUMENT_TYPE = "feedlot_failure"
-DOCUMENT_VERSION = 1
 # SNS accepts 256 KiB per message, attributes included: the payload gets at most 200 KiB and the
 # document is shrunk further if escaping made it larger than SNS_LIMIT.
 MAX_PAYLOAD_BYTES = 200 * 1024
@@ -80,46 +79,51 @@ def failure_document(
     event_id: str | None,
     time: datetime | None = None,
     details: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> FailureDocument:
     """The document published on the failure topic (payload capped to ``MAX_PAYLOAD_BYTES``)."""
     text = _as_text(payload)
     size = len(text.encode("utf-8"))
-    doc: dict[str, Any] = {
-        "type": DOCUMENT_TYPE,
-        "version": DOCUMENT_VERSION,
-        "source": str(source),
-        "stage": str(stage),
-        "reason": str(reason)[:MAX_REASON_CHARS],
-        "event_id": None if event_id is None else str(event_id),
-        "time": _iso(time),
-        "payload": text,
-        "payload_bytes": size,
-        "payload_truncated": False,
-        "host": socket.gethostname(),
-        "feedlot_version": _version(),
-    }
-    if details:
-        doc["details"] = {str(k): v for k, v in details.items()}
+    doc = FailureDocument(
+        source=str(source),
+        stage=str(stage),
+        reason=str(reason)[:MAX_REASON_CHARS],
+        event_id=None if event_id is None else str(event_id),
+        time=_iso(time),
+        payload=text,
+        payload_bytes=size,
+        host=socket.gethostname(),
+        feedlot_version=_version(),
+        details={str(k): _plain(v) for k, v in details.items()} if details else None,
+    )
     if size > MAX_PAYLOAD_BYTES:
         _truncate(doc, MAX_PAYLOAD_BYTES)
     return doc
 
 
-def _truncate(doc: dict[str, Any], max_bytes: int) -> None:
-    doc["payload"] = _cut(doc["payload"], max_bytes)
-    doc["payload_truncated"] = True
-    doc["note"] = TRUNCATION_NOTE
+def _plain(value: Any) -> Any:
+    """A JSON-safe detail value (what json.dumps(default=str) would write)."""
+    return json.loads(json.dumps(value, default=str))
 
 
-def encode_document(doc: dict[str, Any]) -> str:
+def _truncate(doc: FailureDocument, max_bytes: int) -> None:
+    doc.payload = _cut(doc.payload, max_bytes)
+    doc.payload_truncated = True
+    doc.note = TRUNCATION_NOTE
+
+
+def encode_document(doc: FailureDocument) -> str:
     """JSON text under SNS's limit; JSON escaping can grow a payload, so shrink until it fits."""
-    text = json.dumps(doc, default=str, ensure_ascii=False)
+    text = _encode(doc)
     budget = MAX_PAYLOAD_BYTES
     while len(text.encode("utf-8")) > SNS_LIMIT and budget > 0:
         budget //= 2
         _truncate(doc, budget)
-        text = json.dumps(doc, default=str, ensure_ascii=False)
+        text = _encode(doc)
     return text
+
+
+def _encode(doc: FailureDocument) -> str:
+    return json.dumps(doc.to_dict(), default=str, ensure_ascii=False)
 
 
 def _subject(source: str, stage: str) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 import dagster as dg
 
+from feedlot_pipeline.core.contracts import PartitionsMessage
 from feedlot_pipeline.ingestion.partitions import farm_day_key, farms_partitions
 from feedlot_pipeline.worker.resources import WorkerResource
 from feedlot_pipeline.worker.runtime import run_args
@@ -19,8 +20,7 @@ from feedlot_pipeline.worker.runtime import run_args
 WORKER_ASSET = "worker_bulk_import"
 HISTORICO_CONSUMO = dg.AssetKey("historico_consumo")
 JOB = "bulk_import"
-# The worker's custom message listing the partitions it touched (bulk_import.py documents it).
-PARTITIONS_MESSAGE = "historico_consumo_partitions"
+PARTITIONS = PartitionsMessage.model_fields["type"].default
 
 
 class BulkImportConfig(dg.Config):
@@ -31,27 +31,24 @@ class BulkImportConfig(dg.Config):
 
 
 def touched_partitions(messages: Iterable[Any]) -> list[dict[str, Any]]:
-    """The partition entries of the worker's custom messages, merged per (fazenda, dia).
+    """The partition entries of the worker's ``PartitionsMessage``s, merged per (fazenda, dia).
 
-    Messages of type ``historico_consumo_partitions`` (or untyped) list ``partitions`` entries
-    with ``fazenda``, ``dia`` and counts (numbers, summed when a partition is reported more than
-    once). Other messages, such as per-chunk progress, are ignored.
+    Counts are summed when a partition is reported more than once. Other messages (per-chunk
+    progress) are skipped; a partitions message that does not parse fails the step, since the
+    worker and this code location disagree on the contract.
     """
     merged: dict[tuple[str, str], dict[str, Any]] = {}
     for message in messages:
-        if not isinstance(message, Mapping):
+        if (
+            not isinstance(message, Mapping)
+            or message.get("type") != PartitionsMessage.model_fields["type"].default
+        ):
             continue
-        if message.get("type", PARTITIONS_MESSAGE) != PARTITIONS_MESSAGE:
-            continue  # e.g. bulk_import.progress, whose "partitions" is a count
-        entries = message.get("partitions")
-        if not isinstance(entries, list):
-            continue
-        for entry in entries:
-            if not isinstance(entry, Mapping) or not entry.get("fazenda") or not entry.get("dia"):
-                continue
-            key = (str(entry["fazenda"]), str(entry["dia"])[:10])
+        parsed = PartitionsMessage.model_validate(message)
+        for entry in parsed.partitions:
+            key = (entry.fazenda, entry.dia[:10])
             into = merged.setdefault(key, {"fazenda": key[0], "dia": key[1]})
-            for name, value in entry.items():
+            for name, value in entry.model_dump().items():
                 if name in ("fazenda", "dia"):
                     continue
                 if isinstance(value, (int, float)) and not isinstance(value, bool):

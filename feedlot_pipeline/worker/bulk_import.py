@@ -23,7 +23,8 @@ load's duplicate check, ~100 bytes per loaded record):
 5. Dagster Pipes gets log lines and per-chunk progress, then one custom message listing the
    ``historico_consumo`` partitions touched, then the materialization of ``worker_bulk_import``.
 
-Custom messages (``pipes.report_custom_message``), as JSON. Progress, after every chunk::
+Custom messages (``pipes.report_custom_message``; contracts ``core.contracts.ProgressMessage`` and
+``PartitionsMessage``). Progress, after every chunk::
 
     {"type": "bulk_import.progress", "job_id": "…", "chunks": 3, "records": 150000,
      "records_per_second": 61234.5, "partitions_so_far": 12}
@@ -57,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from feedlot_pipeline.core.aws import client
+from feedlot_pipeline.core.contracts import PartitionsMessage, ProgressMessage
 from feedlot_pipeline.core.lake import raw_object_key
 from feedlot_pipeline.core.memory import peak_rss_mb
 from feedlot_pipeline.core.records import (
@@ -75,9 +77,6 @@ from feedlot_pipeline.worker.runtime import JobContext, WorkerError, parse_s3_ur
 SOURCE = "worker"
 ASSET_KEY = "worker_bulk_import"
 PARTITIONED_ASSET = "historico_consumo"
-PARTITIONS_MESSAGE = "historico_consumo_partitions"
-PROGRESS_MESSAGE = "bulk_import.progress"
-MESSAGE_VERSION = 1
 PUT_THREADS = 8
 DOWNLOAD_BLOCK = 1 << 20
 CHUNK_BYTES = 64 << 20  # iter_chunks' byte bound per chunk (records bound it first)
@@ -439,14 +438,13 @@ class _Importer:
             f"{len(progress.keys)} raw objects"
         )
         self.ctx.report_custom_message(
-            {
-                "type": PROGRESS_MESSAGE,
-                "job_id": self.ctx.job_id,
-                "chunks": progress.chunks,
-                "records": progress.records,
-                "records_per_second": round(rate, 1),
-                "partitions_so_far": len(progress.partitions),
-            }
+            ProgressMessage(
+                job_id=self.ctx.job_id,
+                chunks=progress.chunks,
+                records=progress.records,
+                records_per_second=round(rate, 1),
+                partitions_so_far=len(progress.partitions),
+            ).to_dict()
         )
         self._chunk_ready = time.perf_counter()
 
@@ -512,17 +510,15 @@ def _finish(ctx: JobContext, result: dict[str, Any]) -> None:
     result["report_uri"] = report_uri
     result["log_uri"] = log_uri
     ctx.report_custom_message(
-        {
-            "type": PARTITIONS_MESSAGE,
-            "version": MESSAGE_VERSION,
-            "asset_key": PARTITIONED_ASSET,
-            "job": ctx.job,
-            "job_id": ctx.job_id,
-            "input": ctx.input_uri,
-            "import_id": result["import_id"],
-            "partitions": result["partitions"],
-            "totals": {**totals, "rejected_by_code": result["rejected_by_code"]},
-        }
+        PartitionsMessage(
+            asset_key=PARTITIONED_ASSET,
+            job=ctx.job,
+            job_id=ctx.job_id,
+            input=ctx.input_uri,
+            import_id=result["import_id"],
+            partitions=result["partitions"],
+            totals={**totals, "rejected_by_code": result["rejected_by_code"]},
+        ).to_dict()
     )
     ctx.report_materialization(
         ASSET_KEY,

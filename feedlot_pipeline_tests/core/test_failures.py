@@ -53,7 +53,7 @@ def test_poison_notice_goes_to_dlq_and_its_document_to_the_failure_topic(failure
     assert doc["type"] == "feedlot_failure"
     assert doc["source"] == "sensor"
     assert doc["stage"] == "consumption_events_sensor"
-    assert "not JSON" in doc["reason"]
+    assert "Invalid JSON" in doc["reason"]
     assert doc["reason"] == dead["MessageAttributes"]["reason"]["StringValue"]
     assert doc["payload"] == "{not json"
     assert doc["payload_truncated"] is False
@@ -134,8 +134,8 @@ def test_time_is_iso_utc_whatever_zone_is_given() -> None:
     doc = failure_document(
         source="s", stage="t", reason="r", payload={"a": 1}, event_id="e", time=moment
     )
-    assert doc["time"] == "2024-03-18T12:30:00.000Z"
-    assert json.loads(doc["payload"]) == {"a": 1}
+    assert doc.time == "2024-03-18T12:30:00.000Z"
+    assert json.loads(doc.payload) == {"a": 1}
 
 
 def test_a_failure_to_report_is_logged_never_raised(

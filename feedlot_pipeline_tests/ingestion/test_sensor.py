@@ -101,6 +101,6 @@ def test_poison_notice_goes_to_dlq_with_reason(aws, instance) -> None:
     )["Messages"]
     reasons = sorted(m["MessageAttributes"]["reason"]["StringValue"] for m in dead)
     assert len(reasons) == 2
-    assert any("not JSON" in r for r in reasons)
-    assert any("missing or has a bad field" in r for r in reasons)
+    assert any("Invalid JSON" in r for r in reasons)
+    assert any("not a valid raw_landing message" in r for r in reasons)
     assert queue_depth(prov.queue_url) == 1  # only the good, not yet acknowledged notice

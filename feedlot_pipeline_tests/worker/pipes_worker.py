@@ -57,12 +57,27 @@ def main(argv: list[str]) -> int:
             pipes.log.info(f"{args.job}: loaded {p['fazenda']} {p['dia']}")
         out_bucket, out_prefix = args.output[len("s3://") :].split("/", 1)
         s3.put_object(Bucket=out_bucket, Key=f"{out_prefix}summary.json", Body=json.dumps(spec))
-        # The two custom messages of the real worker (bulk_import.py documents their shape).
+        # The two custom messages of the real worker (core.contracts).
+        from feedlot_pipeline.core.contracts import PartitionsMessage, ProgressMessage
+
         pipes.report_custom_message(
-            {"type": "bulk_import.progress", "chunks": 1, "partitions": len(partitions)}
+            ProgressMessage(
+                job_id=args.job_id,
+                chunks=1,
+                records=0,
+                records_per_second=0.0,
+                partitions_so_far=len(partitions),
+            ).to_dict()
         )
         pipes.report_custom_message(
-            {"type": "historico_consumo_partitions", "version": 1, "partitions": partitions}
+            PartitionsMessage(
+                job=args.job,
+                job_id=args.job_id,
+                input=args.input,
+                import_id="stand-in",
+                partitions=partitions,
+                totals={},
+            ).to_dict()
         )
         pipes.report_asset_materialization(
             asset_key="worker_bulk_import",

@@ -16,6 +16,7 @@ import dagster as dg
 import pytest
 
 from feedlot_pipeline.core.aws import client
+from feedlot_pipeline.core.contracts import PartitionsMessage
 from feedlot_pipeline.ingestion.partitions import farm_day_key, farms_partitions
 from feedlot_pipeline.worker.assets import HISTORICO_CONSUMO, touched_partitions, worker_bulk_import
 from feedlot_pipeline.worker.jobs import bulk_import_run_config
@@ -198,21 +199,38 @@ def test_terminated_run_stops_the_worker(aws, ssm_worker: WorkerStack) -> None:
     assert latest["Status"] == "Cancelled"
 
 
+def _partitions_message(*entries: dict) -> dict:
+    return PartitionsMessage(
+        job="bulk_import",
+        job_id="j",
+        input="s3://b/k",
+        import_id="bulk-1",
+        partitions=list(entries),
+        totals={},
+    ).to_dict()
+
+
 def test_touched_partitions_merges_chunks() -> None:
     messages = [
-        {"partitions": [{"fazenda": "a", "dia": "2024-01-01", "records": 2, "loaded": 2}]},
-        "not a partitions message",
+        _partitions_message({"fazenda": "a", "dia": "2024-01-01", "records": 2, "loaded": 2}),
+        "not a message",
         {"type": "bulk_import.progress", "chunks": 3, "partitions": 12},
-        {"partitions": [{"fazenda": "a", "dia": "2024-01-01T00:00:00", "records": 3, "loaded": 1}]},
-        {
-            "type": "historico_consumo_partitions",
-            "partitions": [{"fazenda": "b", "dia": "2024-01-02", "records": 1}, {"dia": "x"}],
-        },
+        _partitions_message(
+            {"fazenda": "a", "dia": "2024-01-01T00:00:00", "records": 3, "loaded": 1}
+        ),
+        _partitions_message({"fazenda": "b", "dia": "2024-01-02", "records": 1}),
     ]
-    assert touched_partitions(messages) == [
-        {"fazenda": "a", "dia": "2024-01-01", "records": 5, "loaded": 3},
-        {"fazenda": "b", "dia": "2024-01-02", "records": 1},
+    merged = touched_partitions(messages)
+    assert [(m["fazenda"], m["dia"], m["records"], m["loaded"]) for m in merged] == [
+        ("a", "2024-01-01", 5, 3),
+        ("b", "2024-01-02", 1, 0),
     ]
+
+
+def test_a_partitions_message_off_contract_fails_loudly() -> None:
+    bad = {"type": "historico_consumo_partitions", "version": 1, "partitions": [{"dia": "x"}]}
+    with pytest.raises(ValueError, match="fazenda"):
+        touched_partitions([bad])
 
 
 def test_shell_command_quotes_everything() -> None:
