@@ -1,33 +1,28 @@
-"""The one Definitions object of the platform, assembled from each domain's parts.
+"""The one Definitions object of the platform: each domain's definitions, merged, with the
+resources of this environment.
 
-Resources are bound to environment variables, not to an environment name: with
-``AWS_ENDPOINT_URL`` set they reach the local moto server, without it real AWS; the warehouse is
-whatever ``FEEDLOT_WAREHOUSE_URL`` names.
+Resources are bound to settings, not to an environment name: with ``AWS_ENDPOINT_URL`` set they
+reach the local moto server, without it real AWS; the warehouse is whatever
+``FEEDLOT_WAREHOUSE_URL`` names. The code location is ``feedlot_pipeline`` everywhere
+(``workspace.yaml``, ``feedlot demo``, ``feedlot replay``).
 """
 
 from __future__ import annotations
 
 import dagster as dg
 
-from feedlot_pipeline.api_source.assets import api_snapshot
+from feedlot_pipeline.api_source import definitions as api_source
 from feedlot_pipeline.api_source.resources import build_public_api_resource
-from feedlot_pipeline.api_source.schedules import api_snapshot_job, api_snapshot_schedule
-from feedlot_pipeline.backups.assets import ebs_snapshots
-from feedlot_pipeline.backups.jobs import ebs_backup_job
+from feedlot_pipeline.backups import definitions as backups
 from feedlot_pipeline.backups.resources import EbsBackupResource
-from feedlot_pipeline.backups.schedules import build_ebs_backup_schedule
 from feedlot_pipeline.core.settings import Settings
-from feedlot_pipeline.ingestion.assets import raw_consumption
 from feedlot_pipeline.ingestion.resources import LakeResource, SensorQueueResource
-from feedlot_pipeline.ingestion.sensors import build_consumption_events_sensor
-from feedlot_pipeline.warehouse.assets import historico_consumo
-from feedlot_pipeline.warehouse.checks import historico_checks
-from feedlot_pipeline.warehouse.jobs import ingest_consumption_job
+from feedlot_pipeline.warehouse import definitions as warehouse
 from feedlot_pipeline.warehouse.resources import WarehouseResource
-from feedlot_pipeline.worker.assets import worker_bulk_import
-from feedlot_pipeline.worker.jobs import worker_bulk_import_job
+from feedlot_pipeline.worker import definitions as worker
 from feedlot_pipeline.worker.resources import LargeFileQueueResource, WorkerResource
-from feedlot_pipeline.worker.sensors import build_large_file_sensor
+
+CODE_LOCATION = "feedlot_pipeline"
 
 
 def build_resources() -> dict[str, dg.ConfigurableResource]:
@@ -48,14 +43,10 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
     }
 
 
-defs = dg.Definitions(
-    assets=[raw_consumption, historico_consumo, api_snapshot, ebs_snapshots, worker_bulk_import],
-    asset_checks=historico_checks,
-    jobs=[ingest_consumption_job, api_snapshot_job, ebs_backup_job, worker_bulk_import_job],
-    sensors=[
-        build_consumption_events_sensor(ingest_consumption_job),
-        build_large_file_sensor(worker_bulk_import_job),
-    ],
-    schedules=[api_snapshot_schedule, build_ebs_backup_schedule()],
-    resources=build_resources(),
+defs = dg.Definitions.merge(
+    warehouse.definitions(),
+    worker.definitions(),
+    api_source.definitions(),
+    backups.definitions(),
+    dg.Definitions(resources=build_resources()),
 )

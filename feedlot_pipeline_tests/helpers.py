@@ -40,8 +40,7 @@ from feedlot_pipeline.local.services import (
     wait_for_port,
 )
 from feedlot_pipeline.warehouse.assets import historico_consumo
-from feedlot_pipeline.warehouse.checks import historico_checks
-from feedlot_pipeline.warehouse.loader import PartitionLoader
+from feedlot_pipeline.warehouse.loading import load_objects
 from feedlot_pipeline.warehouse.resources import WarehouseResource
 from feedlot_pipeline.warehouse.store import Warehouse
 from feedlot_pipeline.worker.runtime import run_args
@@ -98,10 +97,6 @@ def receive_all(queue_url: str) -> list[dict]:
 
 
 # from ingestion.test_sensor
-NOW = datetime(2023, 1, 5, tzinfo=timezone.utc)
-
-
-# from ingestion.test_sensor
 def tick(instance: dg.DagsterInstance, settings, cursor: str | None = None) -> dg.SensorResult:
     sensor = defs.resolve_sensor_def("consumption_events_sensor")
     queue = SensorQueueResource(queue=settings.sensor_queue, dlq=settings.sensor_dlq)
@@ -109,7 +104,7 @@ def tick(instance: dg.DagsterInstance, settings, cursor: str | None = None) -> d
         instance=instance,
         instance_ref=instance.get_ref(),
         cursor=cursor,
-        resources={"sensor_queue": queue},
+        resources={"sensor_queue": queue, "lake": LakeResource(bucket=settings.lake_bucket)},
         definitions=defs,
     )
     result = sensor.evaluate_tick(context)
@@ -358,11 +353,13 @@ def load_noticed_partitions(
     codes: Counter[str] = Counter()
     with Warehouse(warehouse_url) as wh:
         for fazenda, dia in sorted({(n.fazenda, date.fromisoformat(n.dia)) for n in notices}):
-            loader = PartitionLoader(wh, clients=wh.clients(), rule=rule, partition=(fazenda, dia))
-            for obj in lake.partition_objects(fazenda, dia):
-                loader.feed(obj.key, lake.iter_lines(obj.key))
-            report = loader.finish()
+            keys = [o.key for o in lake.partition_objects(fazenda, dia)]
+            outcome = load_objects(
+                wh, lake, keys, clients=wh.clients(), rule=rule, partition=(fazenda, dia)
+            )
+            report = outcome.report
             assert report.landed == report.loaded + report.rejected
+            assert outcome.partitions[(fazenda, dia)].checks.passed
             totals.update(landed=report.landed, loaded=report.loaded, rejected=report.rejected)
             codes.update(report.rejected_by_code)
     return totals, codes
@@ -425,7 +422,7 @@ def expected_valid(records: list) -> int:
 # from warehouse.test_assets
 def materialize(instance, settings, warehouse_url, fazenda="fazenda_um", day=DAY):
     return dg.materialize(
-        [raw_consumption, historico_consumo, *historico_checks],
+        [raw_consumption, historico_consumo],
         partition_key=str(farm_day_key(fazenda, day)),
         instance=instance,
         resources={

@@ -190,3 +190,16 @@ class ProgressMessage(Contract):
     records: int
     records_per_second: float
     partitions_so_far: int
+
+
+class ClientMapDocument(Contract):
+    """``cod_cliente`` → farm, as published to the lake for readers that must not need the
+    warehouse (the landing Lambdas, the sensor): ``core.client_map``."""
+
+    model_config = ConfigDict(frozen=True, strict=False, extra="ignore")
+
+    type: Literal["client_map"] = "client_map"
+    version: Literal[1] = 1
+    clients: dict[str, str]
+    digest: str
+    published_at: str

@@ -45,7 +45,12 @@ WAREHOUSE_COLUMNS = (
     "row_ts",
     "correlation_id",
     "row_fp",
+    "landed_at",
+    "raw_line_no",
 )
+# Positions of the columns a rule needs by name (rows are tuples on the hot path).
+COL = {name: i for i, name in enumerate(WAREHOUSE_COLUMNS)}
+ID, DATA, FAZENDA = COL["id_treated_data"], COL["data"], COL["fazenda"]
 
 # Namespace of id_treated_data: fixed forever, or every id changes.
 ID_NAMESPACE = bytes.fromhex("6f1d6e2a9c3b5d4e8a7f0b1c2d3e4f50")
@@ -337,6 +342,8 @@ def _row(
     row_ts: datetime,
     correlation_id: str | None,
     row_fp: int | None,
+    landed_at: datetime | None,
+    line_no: int | None,
 ) -> tuple:
     """The warehouse row in WAREHOUSE_COLUMNS order: the one place that order is written."""
     return (
@@ -358,6 +365,8 @@ def _row(
         row_ts,
         correlation_id,
         row_fp,
+        landed_at,
+        line_no,
     )
 
 
@@ -369,19 +378,23 @@ def clean(
     row_ts: datetime,
     correlation_id: str | None = None,
     row_fp: int | None = None,
+    landed_at: datetime | None = None,
+    line_no: int | None = None,
 ) -> tuple:
     """Validate and enrich one raw record into a warehouse row (``WAREHOUSE_COLUMNS`` order).
 
     ``correlation_id`` is the ingest's trace id (stored with the landed object), kept on the row
     so one record can be followed from the request that brought it to the table; ``row_fp`` is
-    the line's ``row_fingerprint``, stored so a reload can recognise the row. Raises
+    the line's ``row_fingerprint``, stored so a reload can recognise the row; ``landed_at`` and
+    ``line_no`` place the line in the landing order (latest landing wins). Raises
     ``RecordError`` with a stable code and a readable reason when the record must be rejected.
     """
+    where = (raw_object_key, row_ts, correlation_id, row_fp, landed_at, line_no)
     if type(raw) is dict:
-        row = _clean_usual(raw, clients, rule, raw_object_key, row_ts, correlation_id, row_fp)
+        row = _clean_usual(raw, clients, rule, *where)
         if row is not None:
             return row
-    return _clean_checked(raw, clients, rule, raw_object_key, row_ts, correlation_id, row_fp)
+    return _clean_checked(raw, clients, rule, *where)
 
 
 def _clean_usual(
@@ -392,6 +405,8 @@ def _clean_usual(
     row_ts: datetime,
     correlation_id: str | None = None,
     row_fp: int | None = None,
+    landed_at: datetime | None = None,
+    line_no: int | None = None,
 ) -> tuple | None:
     """``clean`` for a record in the usual shape, over twice as fast; None for anything else.
 
@@ -482,6 +497,8 @@ def _clean_usual(
         row_ts,
         correlation_id,
         row_fp,
+        landed_at,
+        line_no,
     )
 
 
@@ -506,6 +523,8 @@ def _clean_checked(
     row_ts: datetime,
     correlation_id: str | None = None,
     row_fp: int | None = None,
+    landed_at: datetime | None = None,
+    line_no: int | None = None,
 ) -> tuple:
     """Every rule checked in order, with the precise error; the reference for ``_clean_usual``."""
     if isinstance(raw, _UnparsedLine):
@@ -551,6 +570,8 @@ def _clean_checked(
         row_ts,
         correlation_id,
         row_fp,
+        landed_at,
+        line_no,
     )
 
 
@@ -564,7 +585,3 @@ def loads_line(line: bytes | str) -> Any:
 
 class _UnparsedLine(str):
     """Text of a line that was not valid JSON."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)

@@ -5,9 +5,10 @@ Both reach AWS through boto3, so ``AWS_ENDPOINT_URL`` alone decides between moto
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from typing import Any
 
 import dagster as dg
@@ -24,13 +25,26 @@ class RawObject:
     last_modified: datetime
 
 
+@dataclass(frozen=True)
+class RawRead:
+    """One raw object as read: its lines, when it landed and the ingest's correlation id.
+
+    ``lines`` is None when the object is gone (deleted, or never existed: a forged notice).
+    """
+
+    key: str
+    landed_at: datetime
+    correlation_id: str | None
+    lines: list[bytes] | None
+
+
 class LakeResource(dg.ConfigurableResource):
     """The data lake bucket; the raw zone is the source of truth for every warehouse table."""
 
     bucket: str
 
     def partition_objects(self, fazenda: str, dia: date) -> list[RawObject]:
-        """Raw objects of one partition, oldest landing first (so 'first landed wins')."""
+        """Raw objects of one partition, oldest landing first."""
         s3 = client("s3")
         found: list[RawObject] = []
         for page in s3.get_paginator("list_objects_v2").paginate(
@@ -49,6 +63,43 @@ class LakeResource(dg.ConfigurableResource):
         response = client("s3").get_object(Bucket=self.bucket, Key=key)
         correlation_id = (response.get("Metadata") or {}).get("correlation-id")
         return correlation_id or None, _non_empty_lines(response["Body"])
+
+    def read(self, key: str) -> RawRead:
+        """One object whole (raw objects are one event's records: small), with its landing."""
+        s3 = client("s3")
+        try:
+            response = s3.get_object(Bucket=self.bucket, Key=key)
+        except s3.exceptions.NoSuchKey:
+            return RawRead(key, datetime.now(timezone.utc), None, None)
+        meta = response.get("Metadata") or {}
+        data = response["Body"].read()
+        return RawRead(
+            key=key,
+            landed_at=_landed_at(meta.get("received-at"), response["LastModified"]),
+            correlation_id=meta.get("correlation-id") or None,
+            lines=[line for line in data.splitlines() if line.strip()],
+        )
+
+    def read_many(self, keys: Iterable[str], workers: int = 8) -> Iterator[RawRead]:
+        """``read`` for many keys, ``workers`` at a time, in the order of ``keys``."""
+        keys = list(keys)
+        if len(keys) <= 1:
+            yield from (self.read(k) for k in keys)
+            return
+        with ThreadPoolExecutor(min(workers, len(keys)), thread_name_prefix="feedlot-lake") as pool:
+            yield from pool.map(self.read, keys)
+
+
+def _landed_at(received_at: str | None, last_modified: datetime) -> datetime:
+    """When an object landed: the landing's own clock (metadata), else S3's LastModified."""
+    if received_at:
+        try:
+            parsed = datetime.fromisoformat(received_at)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed.astimezone(timezone.utc)
+    return last_modified.astimezone(timezone.utc)
 
 
 def _non_empty_lines(body: Any) -> Iterator[bytes]:

@@ -1,57 +1,58 @@
-"""consumption_events_sensor: turn landing notices on the sensor queue into partitioned runs.
+# Dagster inspects annotations at definition time: no postponed annotations here.
+"""consumption_events_sensor: landing notices on the sensor queue become batch runs.
 
-Per tick it
-1. deletes the notices whose runs an earlier tick recorded (never before: a tick's results are
-   stored by Dagster after the function returns, so deletion waits for the next tick);
-2. drains up to ``max_notices`` notices; an unparseable one goes to the dead-letter queue with
-   its reason; one already recorded (redelivered) is deleted and requests nothing;
-3. registers new farms, records each landing as a ``raw_consumption`` materialization, and
-   requests one run per (farm, day), however many notices that partition received.
-A notice left undeleted reappears after the queue's visibility timeout and takes step 2's
-"already recorded" path, so a crash anywhere loses nothing and duplicates nothing.
+Per tick (the protocol of ``queue_sensor``):
+
+1. acknowledge the notices whose batch run an earlier tick recorded;
+2. if a batch run is still queued or running, stop here: notices wait in the queue and the next
+   run takes them all, so the number of runs follows the time a run takes, not the number of
+   farms or days touched;
+3. drain a bounded batch and verify every notice: a valid contract, the lake bucket, a day that
+   has a partition, a farm in ``clientes`` (the published client map) or already registered, and
+   an object that exists under the partition it claims. Anything else goes to the dead-letter
+   queue with its reason;
+4. register new farms and request ONE run of the batch job with every verified object, grouped
+   by farm × day partition (split only above ``MAX_OBJECTS_PER_RUN``).
+
+A notice left undeleted reappears after the queue's visibility timeout; the batch run skips
+objects its ledger says are loaded, so a redelivery costs a lookup and writes nothing.
 """
 
 import hashlib
-from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from typing import Any
 
 import dagster as dg
 
+from feedlot_pipeline.core import client_map
+from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.contracts import LandingNotice
+from feedlot_pipeline.core.records import UNROUTED_FARM
 from feedlot_pipeline.core.settings import Settings
-from feedlot_pipeline.ingestion.assets import RAW_CONSUMPTION
+from feedlot_pipeline.ingestion.batches import batch_run_config
 from feedlot_pipeline.ingestion.partitions import (
     DAY_DIMENSION,
     farm_day_key,
     farm_day_partitions,
     farms_partitions,
 )
-from feedlot_pipeline.ingestion.queue_sensor import QueueMessage
-from feedlot_pipeline.ingestion.resources import SensorQueueResource
+from feedlot_pipeline.ingestion.queue_sensor import QueueMessage, QueueTick
+from feedlot_pipeline.ingestion.resources import LakeResource, SensorQueueResource
 
 RUN_KEY_TAG = "dagster/run_key"
 STAGE = "consumption_events_sensor"
-RECORDED_LOOKBACK = 1000  # materializations per partition searched for a redelivered notice
-
-
-def _run_key(partition: str, keys: list[str]) -> str:
-    digest = hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()[:20]
-    return f"{partition}:{digest}"
-
-
-def _recorded_keys(instance: dg.DagsterInstance, partition: str) -> set[str]:
-    """Object keys already recorded as raw_consumption landings of one partition."""
-    result = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=RAW_CONSUMPTION, asset_partitions=[partition]),
-        limit=RECORDED_LOOKBACK,
-    )
-    keys = set()
-    for record in result.records:
-        mat = record.asset_materialization
-        if mat is not None and "object_key" in mat.metadata:
-            keys.add(str(mat.metadata["object_key"].value))
-    return keys
+LANE_TAG = "feedlot/lane"
+STREAM_LANE = "stream"
+MAX_OBJECTS_PER_RUN = 20_000
+HEAD_THREADS = 8
+IN_FLIGHT = (
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+)
 
 
 def run_recorded(instance: dg.DagsterInstance, run_key: str) -> bool:
@@ -59,89 +60,200 @@ def run_recorded(instance: dg.DagsterInstance, run_key: str) -> bool:
     return bool(instance.get_run_records(dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1))
 
 
-def _landing_event(partition: str, notice: LandingNotice) -> dg.AssetMaterialization:
-    return dg.AssetMaterialization(
-        asset_key=RAW_CONSUMPTION,
-        partition=partition,
-        description=f"landed by {notice.source}",
-        metadata={
-            "object_key": notice.key,
-            "records": notice.records,
-            "source": notice.source,
-            "event_id": notice.event_id,
-            "correlation_id": notice.correlation_id or "",
-            "landed_at": notice.landed_at,
-        },
+def batch_in_flight(instance: dg.DagsterInstance, job_name: str) -> str | None:
+    """The id of a streaming batch run that is queued or running, if there is one."""
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name=job_name, statuses=list(IN_FLIGHT)), limit=1
     )
+    return records[0].dagster_run.run_id if records else None
+
+
+def batch_run_key(keys: Iterable[str]) -> str:
+    digest = hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()[:24]
+    return f"batch-{digest}"
+
+
+class NoticeVerifier:
+    """Decides, for one tick, which notices name a real object of a known farm's partition."""
+
+    def __init__(self, lake: LakeResource, known_farms: set[str], client_farms: set[str]):
+        self.lake = lake
+        self.known_farms = known_farms  # registered as partitions already
+        self.client_farms = client_farms  # present in clientes (the published map)
+        self.days = farm_day_partitions.get_partitions_def_for_dimension(DAY_DIMENSION)
+
+    def check(self, notice: LandingNotice) -> str | None:
+        """Why the notice cannot be used (without touching S3); None when it can."""
+        if notice.bucket != self.lake.bucket:
+            return f"notice names bucket {notice.bucket!r}, not the lake bucket"
+        try:
+            date.fromisoformat(notice.dia)
+        except ValueError:
+            return f"day {notice.dia!r} is not a date"
+        if not self.days.has_partition_key(notice.dia):
+            return f"day {notice.dia} has no partition"
+        farm = notice.fazenda
+        if farm != UNROUTED_FARM and farm not in self.known_farms | self.client_farms:
+            return f"farm {farm!r} is not in clientes (no client maps to it)"
+        return None
+
+    def missing(self, keys: list[str]) -> set[str]:
+        """The keys with no object in the lake (HEAD, a few at a time)."""
+        s3 = client("s3")
+
+        def gone(key: str) -> bool:
+            try:
+                s3.head_object(Bucket=self.lake.bucket, Key=key)
+            except s3.exceptions.ClientError as err:
+                if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return True
+                raise
+            return False
+
+        if not keys:
+            return set()
+        with ThreadPoolExecutor(min(HEAD_THREADS, len(keys))) as pool:
+            return {k for k, is_gone in zip(keys, pool.map(gone, keys), strict=True) if is_gone}
+
+
+def client_farms(lake: LakeResource) -> set[str] | None:
+    """The farms ``clientes`` maps to, from the map published in the lake; None when no map was
+    published yet (``client_map_sensor`` publishes it within a minute of the daemon starting,
+    ``feedlot local up`` at once)."""
+    doc = client_map.fetch(lake.bucket)
+    return None if doc is None else set(doc.clients.values())
+
+
+def verify(
+    tick: QueueTick,
+    messages: list[QueueMessage],
+    verifier: NoticeVerifier,
+    log: Any,
+) -> dict[str, list[tuple[LandingNotice, QueueMessage]]]:
+    """The usable notices by partition key; the others parked with their reason."""
+    parsed: list[tuple[LandingNotice, QueueMessage]] = []
+    for msg in messages:
+        try:
+            notice: LandingNotice = LandingNotice.parse(msg.body)
+        except ValueError as err:
+            tick.park(msg, str(err))
+            log.warning(f"notice {msg.message_id} sent to the DLQ: {err}")
+            continue
+        reason = verifier.check(notice)
+        if reason is not None:
+            tick.park(msg, reason)
+            log.warning(f"notice {msg.message_id} sent to the DLQ: {reason}")
+            continue
+        parsed.append((notice, msg))
+    gone = verifier.missing(sorted({n.key for n, _ in parsed}))
+    by_partition: dict[str, list[tuple[LandingNotice, QueueMessage]]] = {}
+    for notice, msg in parsed:
+        if notice.key in gone:
+            reason = f"object s3://{notice.bucket}/{notice.key} does not exist in the lake"
+            tick.park(msg, reason)
+            log.warning(f"notice {msg.message_id} sent to the DLQ: {reason}")
+            continue
+        key = str(farm_day_key(notice.fazenda, notice.dia))
+        by_partition.setdefault(key, []).append((notice, msg))
+    return by_partition
+
+
+def plan_runs(
+    by_partition: Mapping[str, list[tuple[LandingNotice, QueueMessage]]],
+    job_name: str,
+    tick: QueueTick,
+) -> list[dg.RunRequest]:
+    """One run request per ``MAX_OBJECTS_PER_RUN`` objects; every message held by its run."""
+    requests: list[dg.RunRequest] = []
+    batch: dict[str, list[str]] = {}
+    held: list[QueueMessage] = []
+    count = 0
+
+    def close() -> None:
+        nonlocal batch, held, count
+        if not batch:
+            return
+        run_key = batch_run_key(k for keys in batch.values() for k in keys)
+        requests.append(
+            dg.RunRequest(
+                run_key=run_key,
+                job_name=job_name,
+                run_config=batch_run_config(batch),
+                tags={
+                    LANE_TAG: STREAM_LANE,
+                    "feedlot/trigger": STAGE,
+                    "feedlot/partitions": str(len(batch)),
+                    "feedlot/objects": str(count),
+                },
+            )
+        )
+        for msg in held:
+            tick.hold(msg, run_key)
+        batch, held, count = {}, [], 0
+
+    for key in sorted(by_partition):
+        items = by_partition[key]
+        objects = sorted({n.key for n, _ in items})
+        if count and count + len(objects) > MAX_OBJECTS_PER_RUN:
+            close()
+        batch[key] = objects
+        held.extend(m for _, m in items)
+        count += len(objects)
+    close()
+    return requests
 
 
 def build_consumption_events_sensor(job: Any) -> dg.SensorDefinition:
-    """The sensor, bound to the job that loads a farm × day partition."""
+    """The sensor, bound to the batch job that loads the noticed objects."""
     settings = Settings()
 
     @dg.sensor(
-        name="consumption_events_sensor",
+        name=STAGE,
         job=job,
         minimum_interval_seconds=settings.sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Drains landing notices from the sensor queue into farm × day runs.",
+        description="Drains landing notices from the sensor queue into one batch run per tick "
+        "(all noticed partitions together), verifying each notice first.",
     )
     def consumption_events_sensor(
-        context: dg.SensorEvaluationContext, sensor_queue: SensorQueueResource
+        context: dg.SensorEvaluationContext,
+        sensor_queue: SensorQueueResource,
+        lake: LakeResource,
     ) -> dg.SensorResult:
         instance = context.instance
         tick = sensor_queue.tick(context.cursor, STAGE, max_messages=settings.sensor_max_notices)
         tick.acknowledge(lambda run_key: run_recorded(instance, run_key))
-        by_partition: dict[str, list[tuple[LandingNotice, QueueMessage]]] = defaultdict(list)
-        for msg in tick.drain():
-            try:
-                notice = LandingNotice.parse(msg.body)
-                if not _day_exists(notice.dia):
-                    raise ValueError(f"day {notice.dia} has no partition")
-            except ValueError as err:
-                tick.park(msg, str(err))
-                context.log.warning(f"notice {msg.message_id} sent to the DLQ: {err}")
-                continue
-            by_partition[str(farm_day_key(notice.fazenda, notice.dia))].append((notice, msg))
-
-        known_farms = set(instance.get_dynamic_partitions(farms_partitions.name))
-        new_farms: set[str] = set()
-        events: list[dg.AssetMaterialization] = []
-        run_requests: list[dg.RunRequest] = []
-        for partition, items in by_partition.items():
-            recorded = _recorded_keys(instance, partition)
-            seen = [msg for notice, msg in items if notice.key in recorded]
-            tick.ack_now(seen)
-            fresh: dict[str, LandingNotice] = {}
-            held = [(n, m) for n, m in items if n.key not in recorded]
-            for notice, _ in held:
-                fresh.setdefault(notice.key, notice)
-            if not fresh:
-                continue
-            farm = next(iter(fresh.values())).fazenda
-            if farm not in known_farms:
-                new_farms.add(farm)
-            events.extend(_landing_event(partition, notice) for notice in fresh.values())
-            run_key = _run_key(partition, list(fresh))
-            run_requests.append(
-                dg.RunRequest(
-                    run_key=run_key,
-                    partition_key=partition,
-                    tags={"feedlot/trigger": STAGE},
-                )
+        running = batch_in_flight(instance, job.name)
+        if running is not None:
+            return dg.SensorResult(
+                cursor=tick.next_cursor(),
+                skip_reason=f"batch run {running} is still queued or running; notices wait",
             )
-            for _, msg in held:
-                tick.hold(msg, run_key)
-
-        if tick.counts.received or tick.counts.acknowledged:
-            context.log.info(
-                f"notices: {tick.counts.summary()}; {len(run_requests)} run(s) requested"
+        farms = client_farms(lake)
+        if farms is None:
+            return dg.SensorResult(
+                cursor=tick.next_cursor(),
+                skip_reason="no client map in the lake yet: notices wait until client_map_sensor "
+                "publishes it",
             )
+        messages = tick.drain()
+        if not messages:
+            return dg.SensorResult(cursor=tick.next_cursor())
+        known = set(instance.get_dynamic_partitions(farms_partitions.name))
+        verifier = NoticeVerifier(lake, known, farms)
+        by_partition = verify(tick, messages, verifier, context.log)
+        requests = plan_runs(by_partition, job.name, tick)
+        new_farms = sorted(
+            {split_farm(k) for k in by_partition} - known  # every one verified above
+        )
+        context.log.info(
+            f"notices: {tick.counts.summary()}; {len(by_partition)} partition(s) in "
+            f"{len(requests)} batch run(s)" + (f"; new farms {new_farms}" if new_farms else "")
+        )
         return dg.SensorResult(
-            run_requests=run_requests,
-            asset_events=events,
+            run_requests=requests,
             dynamic_partitions_requests=(
-                [farms_partitions.build_add_request(sorted(new_farms))] if new_farms else []
+                [farms_partitions.build_add_request(new_farms)] if new_farms else []
             ),
             cursor=tick.next_cursor(),
         )
@@ -149,10 +261,7 @@ def build_consumption_events_sensor(job: Any) -> dg.SensorDefinition:
     return consumption_events_sensor
 
 
-def _day_exists(dia: str) -> bool:
-    days = farm_day_partitions.get_partitions_def_for_dimension(DAY_DIMENSION)
-    try:
-        date.fromisoformat(dia)
-        return days.has_partition_key(dia)
-    except (ValueError, TypeError):
-        return False
+def split_farm(partition_key: str) -> str:
+    return farm_day_partitions.get_partition_key_from_str(partition_key).keys_by_dimension[
+        "fazenda"
+    ]

@@ -1,24 +1,24 @@
-"""The one load path from raw lines to the warehouse: Dagster asset, EC2 worker and benchmark.
+"""The one load path from raw lines to the warehouse: the Dagster assets, the EC2 worker, benches.
 
-Every line is parsed, validated and enriched by ``core.records`` and ends up either as a row of
-``historico_consumo`` or as a rejection with a reason code, so ``landed == loaded + rejected``
-always holds for a load. Rows are streamed: parsed into chunks that a background thread upserts
-while the next chunk is parsed (the database drivers release the GIL while they wait), so memory
-stays flat whatever the input size and Python and the database work at the same time. On
-PostgreSQL the parsing thread also encodes each chunk as binary COPY data, so the writer thread
-only moves bytes and waits; while a writer runs, the interpreter's GIL switch interval is 1 ms
-instead of 5 ms so the writer is not left waiting behind the parser.
+Every line is parsed, validated and enriched by ``core.records`` and ends as a row, unchanged,
+superseded or rejected (``verdicts``), so ``landed == loaded + rejected`` always holds, per load
+and per raw object (the ledger ``historico_consumo_cargas`` keeps that per object).
+
+Objects are fed in landing order (the caller sorts them by landing time, then key) and lines in
+file order, so "latest landing wins" is decided the same way whatever the batching: inside a
+chunk here, across chunks and loads by the warehouse's merge.
+
+Rows are streamed: parsed into chunks that a background thread writes while the next chunk is
+parsed (the database drivers release the GIL while they wait), so memory stays flat whatever the
+input size. On PostgreSQL the parsing thread also encodes each chunk as binary COPY data, so the
+writer thread only moves bytes and waits; while a writer runs, the interpreter's GIL switch
+interval is 1 ms instead of 5 ms so the writer is not left waiting behind the parser.
 
 A reload on PostgreSQL (a chunk met stored rows) switches regime: each line is parsed only far
 enough for its ``natural_key`` and ``row_fingerprint``, a chunk of (id, fingerprint, farm) keys
 is looked up in one query while the next chunk is parsed, and only the lines not stored as-is are
-cleaned and merged. A row is skipped only when its line, farm and rule all match the stored ones,
-so a changed record, a moved client or a new rule is never skipped. Once a chunk is
-mostly new, lines are cleaned straight away again.
-
-Duplicates inside one load (the same ``id_treated_data`` twice, e.g. a redelivered event landed as
-a second object) are rejected with code ``duplicate``: the first occurrence wins, in feed order.
-The seen-set keeps a 64-bit hash per id rather than the id, so a million records cost ~100 MB.
+cleaned and merged. A line is skipped only when its line, farm and rule all match the stored row,
+so a changed record, a moved client or a new rule is never skipped.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import weakref
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -42,6 +42,7 @@ from orjson import loads as _orjson_loads
 
 from feedlot_pipeline.core.lake import check_farm, parse_raw_key
 from feedlot_pipeline.core.records import (
+    COL,
     UNROUTED_FARM,
     ConsumoMetaRule,
     RecordError,
@@ -51,53 +52,57 @@ from feedlot_pipeline.core.records import (
     natural_key,
     row_fingerprint,
 )
-from feedlot_pipeline.warehouse.store import CopyRows, LoadCounts, Rejection, Warehouse
+from feedlot_pipeline.core.settings import Settings
+from feedlot_pipeline.warehouse.batches import CopyRows, LedgerEntry, LoadCounts
+from feedlot_pipeline.warehouse.store import Warehouse
+from feedlot_pipeline.warehouse.verdicts import (
+    PARTITION_MISMATCH,
+    Rejection,
+    misplaced,
+    rejection,
+)
 
 __all__ = ["LoadReport", "PartitionLoader", "Rejection", "iter_file_lines", "load_file"]
 
 DEFAULT_CHUNK_ROWS = 25_000
-REJECTION_FLUSH = 5_000  # rejections kept before an unpartitioned load writes them
+REJECTION_FLUSH = 5_000  # rejections kept before a load of many objects writes them
 MAX_OBJECT_KEY = 512
 _ID = itemgetter(0)
+_KEY = COL["raw_object_key"]
+_DATA = slice(1, _KEY)  # the data columns: a change there is a new version of the record
 
 
 @dataclass
 class LoadReport:
-    """Counts of one load. ``landed == loaded + rejected``; ``loaded`` counts distinct rows."""
+    """Counts of one load. ``landed == loaded + rejected``;
+    ``loaded == inserted + updated + unchanged + superseded``."""
 
     landed: int = 0
     loaded: int = 0
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    superseded: int = 0
     rejected: int = 0
     rejected_by_code: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     matched: int = 0  # of ``unchanged``: found stored as-is by key and fingerprint, not cleaned
+    objects: dict[str, LedgerEntry] = field(default_factory=dict)
+    # With ``collect_ids``: the ids of the loaded lines per (fazenda, dia) of their object.
+    ids: dict[tuple[str, date], set[str]] = field(default_factory=dict)
 
-    @property
-    def rows_per_second(self) -> float:
-        return self.landed / self.seconds if self.seconds else 0.0
-
-
-class _ChunkUpserter:
-    """Upserts chunks of distinct rows, guessing from the last chunk whether they are all new.
-
-    While chunks are all new (a first load) the warehouse may use a plain COPY; once a chunk met
-    existing rows (a reload) it uses the merge directly, so a failed COPY is paid at most once
-    per change of regime.
-    """
-
-    def __init__(self, warehouse: Warehouse) -> None:
-        self.warehouse = warehouse
-        self.assume_new = True
-
-    def __call__(self, rows: list[tuple] | CopyRows) -> LoadCounts:
-        counts = self.warehouse.upsert_consumo(rows, unique=True, assume_new=self.assume_new)
-        self.assume_new = counts.inserted == (
-            rows.count if isinstance(rows, CopyRows) else len(rows)
-        )
-        return counts
+    def partitions(self) -> dict[tuple[str, date], LedgerEntry]:
+        """The ledger summed per partition of the raw objects read."""
+        out: dict[tuple[str, date], LedgerEntry] = {}
+        for e in self.objects.values():
+            into = out.setdefault(
+                (e.fazenda, e.dia), LedgerEntry(f"{e.fazenda}/{e.dia}", e.fazenda, e.dia, None)
+            )
+            for name in ("lines", "inserted", "updated", "unchanged", "superseded", "rejected"):
+                setattr(into, name, getattr(into, name) + getattr(e, name))
+            for code, n in e.rejected_by_code.items():
+                into.rejected_by_code[code] = into.rejected_by_code.get(code, 0) + n
+        return out
 
 
 # While a writer thread runs, the GIL is handed over every 1 ms instead of 5: the writer wakes
@@ -122,17 +127,52 @@ def _fast_switching(on: bool) -> None:
                 sys.setswitchinterval(_switch_saved)
 
 
-class _Writer(threading.Thread):
-    """Writes chunks handed over by the parsing thread, one at a time, in order."""
+class _Sink:
+    """Writes what the parsing thread hands over: chunks of rows, probes, rejections, versions.
 
-    def __init__(self, warehouse: Warehouse, depth: int, owner: PartitionLoader) -> None:
-        super().__init__(name="feedlot-loader-writer", daemon=True)
+    While chunks are all new (a first load) PostgreSQL may use a plain COPY; once a chunk met
+    existing rows (a reload) it uses the merge directly, so a failed COPY is paid at most once
+    per change of regime. Counts are kept per raw object.
+    """
+
+    def __init__(self, warehouse: Warehouse) -> None:
         self.warehouse = warehouse
+        self.assume_new = True
+        self.counts: dict[str, LoadCounts] = {}
+
+    def write(self, kind: str, items: Any) -> None:
+        wh = self.warehouse
+        if kind == "rows":
+            rows, per_object = items
+            done = wh.upsert_consumo(rows, per_object=per_object, assume_new=self.assume_new)
+            total = rows.count if isinstance(rows, CopyRows) else len(rows)
+            self.assume_new = sum(c.inserted for c in done.values()) == total
+            for key, counts in done.items():
+                self.counts[key] = self.counts.get(key, LoadCounts()) + counts
+        elif kind == "probe":
+            keys, rule_name, future = items
+            future.set_result(wh.stored_as_is(keys, rule_name))
+        elif kind == "versions":
+            wh.archive_versions(items)
+        elif kind == "rejections":
+            keys, rejections, partition = items
+            if partition is not None:
+                wh.replace_rejections(partition[0], partition[1], rejections)
+            else:
+                wh.replace_object_rejections(keys, rejections)
+        else:
+            raise ValueError(f"unknown task {kind!r}")
+
+
+class _Writer(threading.Thread):
+    """Runs a ``_Sink`` in its own thread, one task at a time, in order."""
+
+    def __init__(self, sink: _Sink, depth: int, owner: PartitionLoader) -> None:
+        super().__init__(name="feedlot-loader-writer", daemon=True)
+        self.sink = sink
         self.owner = weakref.ref(owner)  # a loader dropped without finish() ends the thread
-        self.tasks: queue.Queue[tuple[str, list] | None] = queue.Queue(maxsize=depth)
-        self.counts = LoadCounts()
+        self.tasks: queue.Queue[tuple[str, Any] | None] = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
-        self.upsert = _ChunkUpserter(warehouse)
 
     def run(self) -> None:
         _fast_switching(True)
@@ -155,20 +195,10 @@ class _Writer(threading.Thread):
                 _fail_probe(task, self.error)  # keep draining: the producer never blocks on us
                 continue
             try:
-                self._write(task)
+                self.sink.write(*task)
             except BaseException as err:  # noqa: BLE001 - handed to the producer thread
                 self.error = err
                 _fail_probe(task, err)
-
-    def _write(self, task: tuple[str, Any]) -> None:
-        kind, items = task
-        if kind == "rows":
-            self.counts = self.counts + self.upsert(items)
-        elif kind == "probe":
-            keys, rule_name, future = items
-            future.set_result(self.warehouse.stored_as_is(keys, rule_name))
-        else:
-            self.warehouse.upsert_rejections(items)
 
 
 def _fail_probe(task: tuple[str, Any], error: BaseException) -> None:
@@ -181,11 +211,14 @@ def _fail_probe(task: tuple[str, Any], error: BaseException) -> None:
 class PartitionLoader:
     """Feed raw objects line by line, then ``finish()`` for the report.
 
-    With ``partition=(fazenda, dia)`` (the Dagster asset) records of another farm or day are
-    rejected as ``partition_mismatch`` and ``finish()`` replaces that partition's rejections
-    atomically. Without it (bulk loads) rejections are upserted by (object, line) as the load
-    goes, filed under the partition their object key names, else under ``_unrouted`` and the
-    load's day.
+    With ``partition=(fazenda, dia)`` (a rebuild of one partition from all its raw objects)
+    records of another farm or day are rejected as ``partition_mismatch`` and ``finish()``
+    replaces that partition's rejections atomically. Without it, each raw-zone object is checked
+    against the partition its key names and its rejections replace its own (a batch of noticed
+    objects); an object outside the raw zone (a bulk file) is not checked, and its rejections are
+    filed under ``_unrouted`` and the load's day.
+
+    ``collect_ids`` keeps the ids of the loaded lines per partition, for the checks.
     """
 
     def __init__(
@@ -198,9 +231,8 @@ class PartitionLoader:
         row_ts: datetime | None = None,
         chunk_rows: int = DEFAULT_CHUNK_ROWS,
         background: bool = True,
+        collect_ids: bool = False,
     ) -> None:
-        from feedlot_pipeline.core.settings import Settings
-
         self.warehouse = warehouse
         self.clients = dict(warehouse.clients() if clients is None else clients)
         self.rule = rule or get_rule(Settings().consumo_meta_rule)
@@ -211,21 +243,23 @@ class PartitionLoader:
         if self.row_ts.tzinfo is None:
             raise ValueError("row_ts must be timezone-aware (UTC)")
         self.chunk_rows = max(1, chunk_rows)
+        self.collect_ids = collect_ids
         self._started = time.perf_counter()
-        self._objects: list[str] = []
-        self._seen: dict[int, int] = {}  # hash(id_treated_data) -> object index << 32 | line
+        self._entries: dict[str, LedgerEntry] = {}
         self._chunk: list[tuple] = []
+        self._in_chunk: dict[str, int] = {}  # id -> position in the chunk
+        self._versions: list[tuple[tuple, str]] = []  # (lost version, winner's object key)
         self._rejections: list[Rejection] = []
+        self._forget: list[str] = []  # objects whose old rejections the next flush replaces
         self._report = LoadReport()
         self._finished = False
+        self._sink = _Sink(warehouse)
         self._writer: _Writer | None = None
-        self._upsert = _ChunkUpserter(warehouse)
         if background:
             # PostgreSQL chunks wait as compact COPY bytes, so a deeper queue costs little.
             depth = 3 if warehouse.dialect == "postgresql" else 1
-            self._writer = _Writer(warehouse, depth=depth, owner=self)
+            self._writer = _Writer(self._sink, depth=depth, owner=self)
             self._writer.start()
-        self._counts = LoadCounts()
         # Reload regime (PostgreSQL): once a chunk met stored rows, lines are first looked up by
         # key and fingerprint, a chunk at a time, and only those not stored as-is are cleaned.
         self._can_probe = warehouse.dialect == "postgresql"
@@ -236,25 +270,31 @@ class PartitionLoader:
     # --- input ---------------------------------------------------------------------------------
 
     def feed(
-        self, object_key: str, lines: Iterable[bytes | str], correlation_id: str | None = None
+        self,
+        object_key: str,
+        lines: Iterable[bytes | str],
+        correlation_id: str | None = None,
+        landed_at: datetime | None = None,
     ) -> None:
         """Process every line of one raw object; line numbers start at 1 per object.
 
         ``correlation_id`` (the object's ``correlation-id`` metadata) goes on its rows and
-        rejections.
+        rejections; ``landed_at`` (when it landed) places its lines in the landing order.
         """
         if self._finished:
             raise RuntimeError("feed() after finish()")
         if len(object_key) > MAX_OBJECT_KEY:
             raise ValueError(f"object key longer than {MAX_OBJECT_KEY} characters: {object_key!r}")
-        index = len(self._objects)
-        self._objects.append(object_key)
-        if index >= 1 << 31:
-            raise ValueError("too many objects in one load")
+        if object_key in self._entries:
+            raise ValueError(f"object {object_key!r} fed twice to one load")
+        expected, filed = self._partition_of(object_key)
+        entry = LedgerEntry(object_key, filed[0], filed[1], landed_at)
+        self._entries[object_key] = entry
+        self._forget.append(object_key)
         clients, rule, row_ts = self.clients, self.rule, self.row_ts
-        seen, chunk, candidates = self._seen, self._chunk, self._candidates
-        expected, chunk_rows, probing = self.partition, self.chunk_rows, self._probing
-        base = index << 32
+        chunk, in_chunk, candidates = self._chunk, self._in_chunk, self._candidates
+        chunk_rows, probing = self.chunk_rows, self._probing
+        where = (object_key, landed_at, correlation_id, expected, filed)
         line_no = 0
         try:
             for line_no, line in enumerate(lines, 1):  # noqa: B007 - read in finally
@@ -269,99 +309,98 @@ class PartitionLoader:
                     else:
                         key_id, fazenda = key[0], key[1]
                     fp = row_fingerprint(line)
-                    candidates.append(
-                        (key_id, fp, fazenda, line, raw, index, line_no, correlation_id)
-                    )
+                    candidates.append((key_id, fp, fazenda, line, raw, line_no, where))
                     if len(candidates) >= chunk_rows:
                         self._send_probe()
                         candidates, chunk, probing = self._candidates, self._chunk, self._probing
+                        in_chunk = self._in_chunk
                     continue
                 # The first-load path, inlined: _clean_one is the same for one line.
                 fp = row_fingerprint(line)
                 try:
-                    row = clean(raw, clients, rule, object_key, row_ts, correlation_id, fp)
+                    row = clean(
+                        raw,
+                        clients,
+                        rule,
+                        object_key,
+                        row_ts,
+                        correlation_id,
+                        fp,
+                        landed_at,
+                        line_no,
+                    )
                 except RecordError as err:
-                    self._reject(
-                        object_key, line_no, err.code, err.reason, line, raw, correlation_id
-                    )
+                    self._reject(where, line_no, err.code, err.reason, line, raw)
                     continue
-                if expected is not None and (
-                    row[12] != expected[0] or row[10].date() != expected[1]
-                ):
-                    reason = self._mismatch_reason(row)
-                    self._reject(
-                        object_key, line_no, "partition_mismatch", reason, line, raw, correlation_id
-                    )
-                    continue
-                here = base | line_no
-                first = seen.setdefault(hash(row[0]), here)
-                if first != here:
-                    reason = self._duplicate_reason(row[0], first)
-                    self._reject(
-                        object_key, line_no, "duplicate", reason, line, raw, correlation_id
-                    )
-                    continue
-                chunk.append(row)
-                if len(chunk) >= chunk_rows:
-                    self._flush_rows()
-                    candidates, chunk, probing = self._candidates, self._chunk, self._probing
+                if expected is not None:
+                    reason = misplaced(row, expected)
+                    if reason is not None:
+                        self._reject(where, line_no, PARTITION_MISMATCH, reason, line, raw)
+                        continue
+                row_id = row[0]
+                if row_id in in_chunk:
+                    self._same_record(row, entry)
+                else:
+                    in_chunk[row_id] = len(chunk)
+                    chunk.append(row)
+                    if len(chunk) >= chunk_rows:
+                        self._flush_rows()
+                        candidates, chunk, probing = self._candidates, self._chunk, self._probing
+                        in_chunk = self._in_chunk
         finally:
+            entry.lines = line_no
             self._report.landed += line_no
 
-    def _clean_one(
-        self,
-        object_key: str,
-        index: int,
-        line_no: int,
-        line: bytes | str,
-        raw: Any,
-        correlation_id: str | None,
-        fp: int,
-    ) -> None:
-        """The rules for one line: a row of the current chunk, or a rejection with its reason."""
+    def _partition_of(self, object_key: str) -> tuple[tuple[str, date] | None, tuple[str, date]]:
+        """(partition its records must be in or None, partition its rejections are filed under)."""
+        if self.partition is not None:
+            return self.partition, self.partition
         try:
-            row = clean(raw, self.clients, self.rule, object_key, self.row_ts, correlation_id, fp)
-        except RecordError as err:
-            self._reject(object_key, line_no, err.code, err.reason, line, raw, correlation_id)
+            found = parse_raw_key(object_key)
+        except ValueError:
+            return None, (UNROUTED_FARM, self.row_ts.astimezone(timezone.utc).date())
+        return found, found
+
+    def _same_record(self, row: tuple, entry: LedgerEntry) -> None:
+        """A second version of a record already in this chunk: the later landing wins."""
+        at = self._in_chunk[row[0]]
+        earlier = self._chunk[at]
+        if earlier[_DATA] == row[_DATA]:
+            entry.unchanged += 1  # the same data again: the first landing keeps the lineage
             return
-        expected = self.partition
-        if expected is not None and (row[12] != expected[0] or row[10].date() != expected[1]):
-            reason = self._mismatch_reason(row)
-            self._reject(
-                object_key, line_no, "partition_mismatch", reason, line, raw, correlation_id
+        self._chunk[at] = row
+        self._versions.append((earlier, row[_KEY]))
+        self._entries[earlier[_KEY]].superseded += 1
+
+    def _clean_one(self, line_no: int, line: bytes | str, raw: Any, fp: int, where: tuple) -> None:
+        """The rules for one line: a row of the current chunk, or a rejection with its reason."""
+        object_key, landed_at, correlation_id, expected, _ = where
+        try:
+            row = clean(
+                raw,
+                self.clients,
+                self.rule,
+                object_key,
+                self.row_ts,
+                correlation_id,
+                fp,
+                landed_at,
+                line_no,
             )
+        except RecordError as err:
+            self._reject(where, line_no, err.code, err.reason, line, raw)
             return
-        if self._first_time(row[0], index, line_no, object_key, line, raw, correlation_id):
-            self._chunk.append(row)
-            if len(self._chunk) >= self.chunk_rows:
-                self._flush_rows()
-
-    def _first_time(
-        self,
-        row_id: str,
-        index: int,
-        line_no: int,
-        object_key: str,
-        line: bytes | str,
-        raw: Any,
-        correlation_id: str | None,
-    ) -> bool:
-        """Record where ``row_id`` was first met; False (and a ``duplicate`` rejection) after."""
-        here = index << 32 | line_no
-        first = self._seen.setdefault(hash(row_id), here)
-        if first == here:
-            return True
-        reason = self._duplicate_reason(row_id, first)
-        self._reject(object_key, line_no, "duplicate", reason, line, raw, correlation_id)
-        return False
-
-    def _duplicate_reason(self, row_id: str, first: int) -> str:
-        where = f"{self._objects[first >> 32]} line {first & 0xFFFFFFFF}"
-        return f"duplicate of {where} (id_treated_data {row_id})"
-
-    def _mismatch_reason(self, row: tuple) -> str:
-        fazenda, dia = self.partition or ("", None)
-        return f"record belongs to partition {row[12]}/{row[10].date()}, not {fazenda}/{dia}"
+        reason = misplaced(row, expected)
+        if reason is not None:
+            self._reject(where, line_no, PARTITION_MISMATCH, reason, line, raw)
+            return
+        if row[0] in self._in_chunk:
+            self._same_record(row, self._entries[object_key])
+            return
+        self._in_chunk[row[0]] = len(self._chunk)
+        self._chunk.append(row)
+        if len(self._chunk) >= self.chunk_rows:
+            self._flush_rows()
 
     # --- reload regime -------------------------------------------------------------------------
 
@@ -383,14 +422,14 @@ class PartitionLoader:
         """Apply a probe's answer in feed order: skip stored lines, clean the others in full."""
         stored = future.result()
         matched = 0
-        first_time = self._first_time
-        for key_id, fp, _, line, raw, index, line_no, correlation_id in candidates:
-            object_key = self._objects[index]
-            if key_id is not None and key_id in stored:
-                if first_time(key_id, index, line_no, object_key, line, raw, correlation_id):
-                    matched += 1
+        for key_id, fp, _, line, raw, line_no, where in candidates:
+            # A version of the same record still waiting in the chunk is newer than what the
+            # probe saw stored: compare with it instead (clean in full).
+            if key_id is not None and key_id in stored and key_id not in self._in_chunk:
+                self._entries[where[0]].unchanged += 1
+                matched += 1
                 continue
-            self._clean_one(object_key, index, line_no, line, raw, correlation_id, fp)
+            self._clean_one(line_no, line, raw, fp, where)
         self._report.matched += matched
         if matched * 2 < len(candidates):
             self._probing = False  # mostly new or changed lines: clean them straight away
@@ -401,30 +440,18 @@ class PartitionLoader:
             self._resolve(*self._probes.popleft())
 
     def _reject(
-        self,
-        object_key: str,
-        line_no: int,
-        code: str,
-        reason: str,
-        line: bytes | str,
-        raw: Any,
-        correlation_id: str | None = None,
+        self, where: tuple, line_no: int, code: str, reason: str, line: bytes | str, raw: Any
     ) -> None:
-        text = line.decode("utf-8", "replace") if isinstance(line, bytes) else str(line)
-        cod = raw.get("cod_cliente") if isinstance(raw, dict) else None
-        rejection = Rejection(
-            raw_object_key=object_key,
-            line_no=line_no,
-            reason_code=code,
-            reason=reason,
-            raw_record=text,
-            cod_cliente=cod if isinstance(cod, str) else None,
-            correlation_id=correlation_id,
+        object_key, _, correlation_id, _, filed = where
+        self._rejections.append(
+            rejection(object_key, line_no, code, reason, line, raw, correlation_id, filed)
         )
         by_code = self._report.rejected_by_code
         by_code[code] = by_code.get(code, 0) + 1
         self._report.rejected += 1
-        self._rejections.append(rejection)
+        entry = self._entries[object_key]
+        entry.rejected += 1
+        entry.rejected_by_code[code] = entry.rejected_by_code.get(code, 0) + 1
         if self.partition is None and len(self._rejections) >= REJECTION_FLUSH:
             self._flush_rejections()
 
@@ -433,13 +460,7 @@ class PartitionLoader:
     def _submit(self, kind: str, items: Any) -> None:
         writer = self._writer
         if writer is None:
-            if kind == "rows":
-                self._counts = self._counts + self._upsert(items)
-            elif kind == "probe":
-                keys, rule_name, future = items
-                future.set_result(self.warehouse.stored_as_is(keys, rule_name))
-            else:
-                self.warehouse.upsert_rejections(items)
+            self._sink.write(kind, items)
             return
         if writer.error is not None:
             raise writer.error
@@ -447,33 +468,35 @@ class PartitionLoader:
 
     def _flush_rows(self) -> None:
         if self._can_probe and not self._probing:
-            upserter = self._writer.upsert if self._writer is not None else self._upsert
-            self._probing = not upserter.assume_new  # the last chunk written met stored rows
+            self._probing = not self._sink.assume_new  # the last chunk written met stored rows
+        versions, self._versions = self._versions, []
         if self._chunk:
-            chunk, self._chunk = self._chunk, []
+            chunk, self._chunk, self._in_chunk = self._chunk, [], {}
+            if self.collect_ids:
+                ids = self._report.ids
+                for row in chunk:
+                    e = self._entries[row[_KEY]]
+                    ids.setdefault((e.fazenda, e.dia), set()).add(row[0])
+            per_object = Counter(map(itemgetter(_KEY), chunk))
             # In key order the server walks the primary-key index forward instead of jumping
             # around it: measured on 1M rows, index probes of a reload ~1.8x faster.
             chunk.sort(key=_ID)
             if self.warehouse.dialect == "postgresql":
                 # Encoded here, in the parsing thread: the writer thread then only waits on the
                 # server, so it never queues for the GIL (which would stall the COPY stream).
-                self._submit("rows", self.warehouse.encode_rows(chunk))
+                self._submit("rows", (self.warehouse.encode_rows(chunk), per_object))
             else:
-                self._submit("rows", chunk)
+                self._submit("rows", (chunk, per_object))
+        if versions:
+            # After the rows: a lost version that was the stored one is archived by the merge
+            # as "replaced"; only versions that never were stored stay "superseded".
+            self._submit("versions", versions)
 
     def _flush_rejections(self) -> None:
-        if not self._rejections:
-            return
         batch, self._rejections = self._rejections, []
-        for rejection in batch:
-            rejection.fazenda, rejection.dia = self._bulk_partition(rejection.raw_object_key)
-        self._submit("rejections", batch)
-
-    def _bulk_partition(self, object_key: str) -> tuple[str, date]:
-        try:
-            return parse_raw_key(object_key)
-        except ValueError:
-            return UNROUTED_FARM, self.row_ts.astimezone(timezone.utc).date()
+        forget, self._forget = self._forget, []
+        if batch or forget:
+            self._submit("rejections", (forget, batch, None))
 
     def finish(self) -> LoadReport:
         """Write what is pending, wait for the writer and return the report."""
@@ -485,30 +508,38 @@ class PartitionLoader:
             self._flush_rows()
             if self.partition is None:
                 self._flush_rejections()
+            else:
+                self._submit("rejections", ([], self._rejections, self.partition))
+                self._rejections = []
         finally:
             writer = self._writer
             if writer is not None:
                 writer.tasks.put(None)
                 writer.join()
-        if writer is not None:
-            if writer.error is not None:
-                raise writer.error
-            self._counts = self._counts + writer.counts
-        if self.partition is not None:
-            fazenda, dia = self.partition
-            self.warehouse.replace_rejections(fazenda, dia, self._rejections)
-            self._rejections = []
+        if writer is not None and writer.error is not None:
+            raise writer.error
+        return self._report_of(self._sink.counts)
+
+    def _report_of(self, counts: dict[str, LoadCounts]) -> LoadReport:
         report = self._report
-        report.inserted = self._counts.inserted
-        report.updated = self._counts.updated
-        report.unchanged = self._counts.unchanged + report.matched
-        report.loaded = len(self._seen)
+        for key, entry in self._entries.items():
+            c = counts.get(key)
+            if c is not None:
+                entry.inserted += c.inserted
+                entry.updated += c.updated
+                entry.unchanged += c.unchanged
+                entry.superseded += c.superseded
+            if entry.lines != entry.loaded + entry.rejected:
+                raise AssertionError(f"load of {key} does not reconcile: {entry}")
+            report.inserted += entry.inserted
+            report.updated += entry.updated
+            report.unchanged += entry.unchanged
+            report.superseded += entry.superseded
+        report.objects = self._entries
+        report.loaded = report.inserted + report.updated + report.unchanged + report.superseded
         report.seconds = time.perf_counter() - self._started
-        if report.loaded != report.inserted + report.updated + report.unchanged:
-            raise AssertionError(f"load counts do not add up: {report}")
         if report.landed != report.loaded + report.rejected:
             raise AssertionError(f"load does not reconcile: {report}")
-        self._seen = {}
         return report
 
     def abort(self) -> None:
@@ -543,13 +574,16 @@ def load_file(
     partition: tuple[str, date] | None = None,
     row_ts: datetime | None = None,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    landed_at: datetime | None = None,
 ) -> LoadReport:
     """Load one JSON Lines file through the load path (bulk imports, the benchmark)."""
     loader = PartitionLoader(
         warehouse, clients, rule, partition, row_ts=row_ts, chunk_rows=chunk_rows
     )
     try:
-        loader.feed(object_key or f"file/{Path(path).name}", iter_file_lines(path))
+        loader.feed(
+            object_key or f"file/{Path(path).name}", iter_file_lines(path), landed_at=landed_at
+        )
     except BaseException:
         loader.abort()
         raise

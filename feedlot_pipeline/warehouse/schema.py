@@ -25,6 +25,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.dialects import mysql
 
 from feedlot_pipeline.core.records import WAREHOUSE_COLUMNS
+from feedlot_pipeline.warehouse.engine import create_warehouse_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
 # Not "alembic_version": the warehouse may share a database with Dagster's storage, which has one.
@@ -62,7 +63,62 @@ historico_consumo = sa.Table(
     sa.Column("row_ts", UTC_TIMESTAMP, nullable=False),
     sa.Column("correlation_id", sa.String(CORRELATION_ID_CHARS), nullable=True),
     sa.Column("row_fp", sa.BigInteger(), nullable=True),  # records.row_fingerprint
+    sa.Column("landed_at", UTC_TIMESTAMP, nullable=True),  # landing order: latest wins
+    sa.Column("raw_line_no", sa.Integer(), nullable=True),
     sa.Index("ix_historico_consumo_fazenda_data", "fazenda", "data"),
+    **_MYSQL,
+)
+
+# Versions that lost to a later landing (``replaced``) or arrived older than the stored one
+# (``superseded``): auditable, never among the rejections.
+historico_consumo_versoes = sa.Table(
+    "historico_consumo_versoes",
+    metadata,
+    sa.Column("id_treated_data", sa.String(36), primary_key=True),
+    sa.Column("id_curral", sa.String(32), nullable=False),
+    sa.Column("id_raca", sa.String(32), nullable=False),
+    sa.Column("id_lote", sa.String(32), nullable=False),
+    sa.Column("peso_entrada", sa.Double(), nullable=False),
+    sa.Column("peso_medio", sa.Double(), nullable=False),
+    sa.Column("quantidade_animais", sa.Integer(), nullable=False),
+    sa.Column("dia_confinamento", sa.Integer(), nullable=False),
+    sa.Column("consumo_real", sa.Double(), nullable=False),
+    sa.Column("consumo_meta", sa.Double(), nullable=False),
+    sa.Column("data", UTC_TIMESTAMP, nullable=False),
+    sa.Column("cod_cliente", sa.String(64), nullable=False),
+    sa.Column("fazenda", sa.String(64), nullable=False),
+    sa.Column("regra_consumo_meta", sa.String(64), nullable=False),
+    sa.Column("raw_object_key", sa.String(512), primary_key=True),
+    sa.Column("row_ts", UTC_TIMESTAMP, nullable=False),
+    sa.Column("correlation_id", sa.String(CORRELATION_ID_CHARS), nullable=True),
+    sa.Column("row_fp", sa.BigInteger(), nullable=True),
+    sa.Column("landed_at", UTC_TIMESTAMP, nullable=True),
+    sa.Column("raw_line_no", sa.Integer(), primary_key=True, autoincrement=False),
+    sa.Column("version_status", sa.String(16), nullable=False),  # replaced | superseded
+    sa.Column("archived_at", UTC_TIMESTAMP, nullable=False),
+    sa.Column("winner_object_key", sa.String(512), nullable=False),
+    sa.Index("ix_historico_consumo_versoes_fazenda_data", "fazenda", "data"),
+    **_MYSQL,
+)
+
+# One row per raw object loaded: what became of its lines (the load ledger).
+historico_consumo_cargas = sa.Table(
+    "historico_consumo_cargas",
+    metadata,
+    sa.Column("raw_object_key", sa.String(512), primary_key=True),
+    sa.Column("fazenda", sa.String(64), nullable=False),
+    sa.Column("dia", sa.Date(), nullable=False),
+    sa.Column("landed_at", UTC_TIMESTAMP, nullable=True),
+    sa.Column("lines", sa.Integer(), nullable=False),
+    sa.Column("inserted", sa.Integer(), nullable=False),
+    sa.Column("updated", sa.Integer(), nullable=False),
+    sa.Column("unchanged", sa.Integer(), nullable=False),
+    sa.Column("superseded", sa.Integer(), nullable=False),
+    sa.Column("rejected", sa.Integer(), nullable=False),
+    sa.Column("loaded_at", UTC_TIMESTAMP, nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=True),
+    sa.Index("ix_historico_consumo_cargas_fazenda_dia", "fazenda", "dia"),
+    sa.Index("ix_historico_consumo_cargas_run_id", "run_id"),
     **_MYSQL,
 )
 
@@ -118,8 +174,6 @@ def upgrade(url: str, revision: str = "head") -> None:
     Concurrent callers (several processes starting at once) are serialised by a database lock,
     so each migration runs exactly once.
     """
-    from feedlot_pipeline.warehouse.store import create_warehouse_engine
-
     engine = create_warehouse_engine(url)
     try:
         with engine.connect() as conn:
@@ -137,8 +191,6 @@ def upgrade(url: str, revision: str = "head") -> None:
 
 def current(url: str) -> str | None:
     """The revision the warehouse at ``url`` is at; None when it was never migrated."""
-    from feedlot_pipeline.warehouse.store import create_warehouse_engine
-
     engine = create_warehouse_engine(url)
     try:
         with engine.connect() as conn:

@@ -1,200 +1,115 @@
-"""The warehouse: reference data, idempotent loads and partition statistics (SQLAlchemy 2.0 Core).
+"""The warehouse: reference data, latest-landing-wins loads, the load ledger, check inputs.
 
 One class, ``Warehouse``, for PostgreSQL (``postgresql+psycopg://``, psycopg 3) and MySQL/MariaDB
-(``mysql+pymysql://``). Every statement is parameterised; table and column names come only from
-``schema.py``.
+(``mysql+pymysql://``); the dialect's SQL lives in ``postgres`` and ``mysql``. Every statement is
+parameterised; table and column names come only from ``schema`` and ``batches``.
 
-Loads are idempotent by construction: ``id_treated_data`` is the key, an unchanged record writes
-nothing (``row_ts`` keeps the first processing time) and a changed one is updated in place.
-PostgreSQL loads stream each chunk with binary COPY, either straight into historico_consumo when
-every id is new (a first load: the primary key proves it, or the COPY fails and is rolled back to
-a savepoint) or into a session-local staging table merged with one ``INSERT … ON CONFLICT``.
-MySQL uses batched multi-row ``INSERT … ON DUPLICATE KEY UPDATE``.
+Loads are idempotent by construction: ``id_treated_data`` is the key, an identical record writes
+nothing (``row_ts`` keeps the first processing time), a changed record replaces the stored
+version only when it landed later (the loser is kept in historico_consumo_versoes), and
+rejections are keyed by (object, line).
 """
 
 from __future__ import annotations
 
-import io
-import json
 import math
-import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
-from feedlot_pipeline.core.lake import check_farm, parse_raw_key
-from feedlot_pipeline.core.records import RULES, UNROUTED_FARM, WAREHOUSE_COLUMNS
-from feedlot_pipeline.core.settings import Settings
+from feedlot_pipeline.core.lake import check_farm
+from feedlot_pipeline.core.records import RULES, UNROUTED_FARM
+from feedlot_pipeline.warehouse import mysql, postgres
+from feedlot_pipeline.warehouse.batches import (
+    REQUIRED_COLUMNS,
+    VERSION_COLUMNS,
+    CopyRows,
+    LedgerEntry,
+    LoadCounts,
+)
+from feedlot_pipeline.warehouse.engine import (
+    WarehouseConfigError,
+    create_warehouse_engine,
+    normalize_url,
+    resolve_url,
+    shown,
+)
 from feedlot_pipeline.warehouse.schema import (
     clientes,
     historico_consumo,
+    historico_consumo_cargas,
     historico_consumo_rejeitados,
+    historico_consumo_versoes,
 )
+from feedlot_pipeline.warehouse.verdicts import Rejection
+
+__all__ = [
+    "CopyRows",
+    "LedgerEntry",
+    "LoadCounts",
+    "Rejection",
+    "StoredRow",
+    "Warehouse",
+    "WarehouseConfigError",
+    "create_warehouse_engine",
+    "normalize_url",
+]
 
 UTC = timezone.utc
-# Columns whose change makes a reloaded record an update. The rest is lineage (where and when
-# the row came from): a redelivery of the same data in another object changes none of it.
-LINEAGE_COLUMNS = ("raw_object_key", "row_ts", "correlation_id", "row_fp")
-DATA_COLUMNS = tuple(c for c in WAREHOUSE_COLUMNS[1:] if c not in LINEAGE_COLUMNS)
-# Columns a loaded row always has (correlation_id is optional: not every ingest carries one;
-# row_fp only speeds reloads up).
-REQUIRED_COLUMNS = tuple(c for c in WAREHOUSE_COLUMNS if c not in ("correlation_id", "row_fp"))
 # Limits of historico_consumo_rejeitados, applied before writing so a hostile line cannot fail
 # the load: raw_record is MEDIUMTEXT (16 MiB) on MySQL.
 MAX_RAW_RECORD_CHARS = 1_000_000
 MAX_REASON_CHARS = 2_000
-# PostgreSQL types of WAREHOUSE_COLUMNS, for binary COPY (which applies no casts).
-_PG_COPY_TYPES = [
-    *["text"] * 4,  # id_treated_data, id_curral, id_raca, id_lote
-    *["float8"] * 2,  # peso_entrada, peso_medio
-    *["int4"] * 2,  # quantidade_animais, dia_confinamento
-    *["float8"] * 2,  # consumo_real, consumo_meta
-    "timestamptz",  # data
-    *["text"] * 4,  # cod_cliente, fazenda, regra_consumo_meta, raw_object_key
-    "timestamptz",  # row_ts
-    "text",  # correlation_id
-    "int8",  # row_fp
+_KEY_BATCH = 1_000
+_REJECT_COLUMNS = tuple(c.name for c in historico_consumo_rejeitados.columns)
+_PG_REJECT_TYPES = [
+    "text",
+    "int4",
+    "text",
+    "date",
+    "text",
+    "text",
+    "text",
+    "text",
+    "timestamptz",
+    "text",
 ]
-_PG_STAGE = "feedlot_stage_consumo"
-_COPY_BLOCK = 1 << 20
-_MYSQL_BATCH = 2_000
+_PG_REJECT_STAGE = "feedlot_stage_rejeitados"
+_PG_REJECT_STAGE_DDL = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_PG_REJECT_STAGE} "
+    "(LIKE historico_consumo_rejeitados INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+_PG_REJECT_COPY_SQL = (
+    f"COPY {_PG_REJECT_STAGE} ({', '.join(_REJECT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+)
+_PG_REJECT_MERGE_SQL = f"""
+INSERT INTO historico_consumo_rejeitados ({", ".join(_REJECT_COLUMNS)})
+SELECT {", ".join(_REJECT_COLUMNS)} FROM {_PG_REJECT_STAGE}
+ON CONFLICT (raw_object_key, line_no) DO UPDATE SET
+    {", ".join(f"{c} = EXCLUDED.{c}" for c in _REJECT_COLUMNS[2:])}
+"""
+# What the checks read back of the rows a load wrote (joined on the ids it sent).
+_VERIFY_COLUMNS = (
+    "id_treated_data",
+    "fazenda",
+    "data",
+    "regra_consumo_meta",
+    "peso_medio",
+    "peso_entrada",
+    "dia_confinamento",
+    "consumo_meta",
+)
+_NULLS = " + ".join(f"(CASE WHEN h.{c} IS NULL THEN 1 ELSE 0 END)" for c in REQUIRED_COLUMNS)
+_VERIFY_SQL = (
+    f"SELECT {', '.join(f'h.{c}' for c in _VERIFY_COLUMNS)}, {_NULLS} "
+    "FROM {ids} AS i JOIN historico_consumo AS h ON h.id_treated_data = i.id_treated_data"
+)
 
 
-class WarehouseConfigError(RuntimeError):
-    """The warehouse URL is missing or names an unsupported database or driver."""
-
-
-@dataclass(frozen=True)
-class LoadCounts:
-    """What an upsert did: new rows, rows whose data changed, rows already identical."""
-
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-
-    def __add__(self, other: LoadCounts) -> LoadCounts:
-        return LoadCounts(
-            self.inserted + other.inserted,
-            self.updated + other.updated,
-            self.unchanged + other.unchanged,
-        )
-
-
-@dataclass(frozen=True)
-class CopyRows:
-    """Rows already encoded as PostgreSQL binary COPY data (``Warehouse.encode_rows``).
-
-    Encoding is CPU work in Python; doing it where the rows are made lets the thread that talks
-    to the database spend its time waiting on the server, without the GIL.
-    """
-
-    data: bytes
-    count: int
-
-
-@dataclass(slots=True)
-class Rejection:
-    """A raw line that could not be loaded, with a stable reason code and a readable reason.
-
-    ``fazenda``/``dia`` name the partition it was read from; ``replace_rejections`` sets them from
-    its arguments, ``upsert_rejections`` takes them from here or from the raw-zone object key.
-    """
-
-    raw_object_key: str
-    line_no: int
-    reason_code: str
-    reason: str
-    raw_record: str
-    cod_cliente: str | None = None
-    fazenda: str | None = None
-    dia: date | None = None
-    correlation_id: str | None = None
-
-
-# --- connections -------------------------------------------------------------------------------
-
-
-def normalize_url(url: str) -> sa.URL:
-    """The URL with the supported driver named; a clear error for anything else.
-
-    A bare ``postgresql://`` or ``mysql://`` gets psycopg 3 / PyMySQL (SQLAlchemy would pick
-    psycopg2 / mysqlclient); other drivers are refused because the load path uses psycopg 3's
-    COPY API.
-    """
-    try:
-        parsed = make_url(url)
-    except Exception as err:  # noqa: BLE001 - re-raised with the reason
-        raise WarehouseConfigError(f"invalid warehouse URL: {err}") from None
-    backend, _, driver = parsed.drivername.partition("+")
-    if backend in ("postgresql", "postgres"):
-        if driver not in ("", "psycopg"):
-            raise WarehouseConfigError(
-                f"unsupported PostgreSQL driver {driver!r}: use postgresql+psycopg://…"
-            )
-        return parsed.set(drivername="postgresql+psycopg")
-    if backend in ("mysql", "mariadb"):
-        if driver not in ("", "pymysql"):
-            raise WarehouseConfigError(
-                f"unsupported MySQL driver {driver!r}: use mysql+pymysql://…"
-            )
-        if "charset" not in parsed.query:
-            parsed = parsed.update_query_dict({"charset": "utf8mb4"})
-        return parsed.set(drivername="mysql+pymysql")
-    raise WarehouseConfigError(
-        f"unsupported warehouse database {backend!r}: use postgresql+psycopg:// or mysql+pymysql://"
-    )
-
-
-def create_warehouse_engine(url: str, **kwargs: Any) -> sa.Engine:
-    """An Engine whose sessions run in UTC, so timestamps mean the same on both databases."""
-    parsed = normalize_url(url)
-    if parsed.get_backend_name() == "postgresql":
-        engine = sa.create_engine(parsed, pool_pre_ping=True, **kwargs)
-
-        @sa.event.listens_for(engine, "connect")
-        def _session(dbapi_connection: Any, _record: Any) -> None:
-            with dbapi_connection.cursor() as cur:
-                cur.execute("SET TIME ZONE 'UTC'")
-                # The staging table of a 25k-row chunk fits in memory (default is 8 MB).
-                cur.execute("SET temp_buffers = '64MB'")
-            dbapi_connection.commit()
-
-        return engine
-    connect_args = {"init_command": "SET time_zone = '+00:00'", **kwargs.pop("connect_args", {})}
-    return sa.create_engine(parsed, pool_pre_ping=True, connect_args=connect_args, **kwargs)
-
-
-def _url_from_secret() -> str | None:
-    """FEEDLOT_WAREHOUSE_SECRET's URL; None when no secret is configured."""
-    settings = Settings()
-    secret = settings.warehouse_secret
-    if not secret:
-        return None
-    from feedlot_pipeline.core.aws import client
-
-    try:
-        text = client("secretsmanager").get_secret_value(SecretId=secret)["SecretString"]
-    except Exception as err:  # noqa: BLE001 - re-raised with what to check
-        raise WarehouseConfigError(
-            f"cannot read the warehouse secret {secret!r} (FEEDLOT_WAREHOUSE_SECRET): {err}"
-        ) from None
-    key = settings.warehouse_secret_key
-    if text.lstrip().startswith("{"):
-        try:
-            value = json.loads(text).get(key)
-        except (ValueError, AttributeError):
-            value = None
-        if not isinstance(value, str) or not value:
-            raise WarehouseConfigError(
-                f"the warehouse secret {secret!r} is JSON without a string under {key!r} "
-                "(FEEDLOT_WAREHOUSE_SECRET_KEY)"
-            )
-        return value
-    return text.strip()
+class StoredRow(tuple):
+    """One row read back for the checks: ``_VERIFY_COLUMNS`` then the count of null columns."""
 
 
 def _cap(text: str, limit: int) -> str:
@@ -207,19 +122,14 @@ def _cap(text: str, limit: int) -> str:
     return text
 
 
-# --- the warehouse -----------------------------------------------------------------------------
-
-
 class Warehouse:
     """The relational warehouse at one URL (PostgreSQL or MySQL/MariaDB)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_warehouse_engine(url)
-        name = self.engine.dialect.name
-        self.dialect = "postgresql" if name == "postgresql" else "mysql"
-        self._encoder: Any = None  # pooled connection whose cursor only formats COPY data
-        self._encoder_lock = threading.Lock()
+        self.dialect = "postgresql" if self.engine.dialect.name == "postgresql" else "mysql"
+        self._encoder = postgres.Encoder(self.engine) if self.dialect == "postgresql" else None
 
     @classmethod
     def from_env(cls) -> Warehouse:
@@ -229,20 +139,11 @@ class Warehouse:
         FEEDLOT_WAREHOUSE_SECRET_KEY (``url``). It is how the EC2 worker finds the warehouse: an
         SSM command line is visible in the console, so the URL never travels in one.
         """
-        url = Settings().warehouse_url_value() or _url_from_secret()
-        if not url:
-            raise WarehouseConfigError(
-                "FEEDLOT_WAREHOUSE_URL is not set: the warehouse's SQLAlchemy URL with the driver "
-                "named, e.g. postgresql+psycopg://user:pass@host:5432/db or mysql+pymysql://… "
-                "(or FEEDLOT_WAREHOUSE_SECRET: a Secrets Manager secret holding it)"
-            )
-        return cls(url)
+        return cls(resolve_url())
 
     def dispose(self) -> None:
-        with self._encoder_lock:
-            if self._encoder is not None:
-                self._encoder.close()
-                self._encoder = None
+        if self._encoder is not None:
+            self._encoder.close()
         self.engine.dispose()
 
     def __enter__(self) -> Warehouse:
@@ -252,8 +153,7 @@ class Warehouse:
         self.dispose()
 
     def __repr__(self) -> str:
-        shown = make_url(self.url).render_as_string(hide_password=True)
-        return f"Warehouse({shown!r})"
+        return f"Warehouse({shown(self.url)!r})"
 
     # --- reference data ------------------------------------------------------------------------
 
@@ -311,46 +211,77 @@ class Warehouse:
 
     # --- historico_consumo ---------------------------------------------------------------------
 
+    def encode_rows(self, rows: Sequence[tuple]) -> CopyRows:
+        """Rows (``WAREHOUSE_COLUMNS`` order) as binary COPY data for ``upsert_consumo``."""
+        return self._pg().encode(rows, postgres.COPY_TYPES)
+
+    def encode_keys(self, keys: Sequence[tuple[str, int, str]]) -> CopyRows:
+        """(id_treated_data, row_fp, fazenda) keys as binary COPY data for ``stored_as_is``."""
+        return self._pg().encode(keys, ["text", "int8", "text"])
+
     def upsert_consumo(
         self,
         rows: Sequence[tuple] | CopyRows,
         *,
-        unique: bool = False,
+        per_object: Mapping[str, int] | None = None,
         assume_new: bool = False,
-    ) -> LoadCounts:
-        """Insert new rows, update changed ones, leave identical ones alone; one transaction.
+    ) -> dict[str, LoadCounts]:
+        """Load rows of distinct ids in one transaction; what happened to them, per raw object.
 
-        ``rows`` are in ``WAREHOUSE_COLUMNS`` order with timezone-aware datetimes, as
-        ``records.clean`` makes them, or (PostgreSQL) the ``CopyRows`` of ``encode_rows``. When
-        the same id appears twice the last one wins; pass ``unique=True`` when the caller already
-        guarantees distinct ids (required for ``CopyRows``; skips the check).
-
+        New ids are inserted; a stored id whose data differs is replaced only by a later landing
+        (its old version archived), else the incoming version is archived as superseded;
+        identical rows write nothing. ``rows`` are in ``WAREHOUSE_COLUMNS`` order with
+        timezone-aware datetimes, as ``records.clean`` makes them, or (PostgreSQL) the
+        ``CopyRows`` of ``encode_rows`` together with ``per_object`` (rows per raw object).
         ``assume_new`` (PostgreSQL) first tries a plain COPY into historico_consumo, about a third
-        cheaper for the server than the staged merge, and falls back to the merge as soon as an
-        id already exists: same result either way. Worth it when most rows are expected to be new
-        (the loader sets it while the previous chunk was all new).
+        cheaper for the server, falling back to the merge as soon as an id exists.
         """
         if isinstance(rows, CopyRows):
             if self.dialect != "postgresql":
                 raise TypeError("CopyRows are PostgreSQL COPY data")
-            if not unique:
-                raise ValueError("CopyRows cannot be deduplicated: pass unique=True")
-            return self._pg_upsert(rows, assume_new) if rows.count else LoadCounts()
+            if per_object is None:
+                raise ValueError("CopyRows need per_object: rows per raw object")
+            if not rows.count:
+                return {}
+            return postgres.upsert(self.engine, rows, assume_new, dict(per_object))
         if not rows:
-            return LoadCounts()
-        if not unique and len({row[0] for row in rows}) != len(rows):
-            rows = list({row[0]: row for row in rows}.values())
+            return {}
+        if len({row[0] for row in rows}) != len(rows):
+            raise ValueError(
+                "upsert_consumo takes distinct ids: the loader decides between versions"
+            )
         if self.dialect == "postgresql":
-            return self._pg_upsert(self.encode_rows(rows), assume_new)
-        return self._mysql_upsert(rows)
+            counts: dict[str, int] = {}
+            for row in rows:
+                counts[row[14]] = counts.get(row[14], 0) + 1
+            return postgres.upsert(self.engine, self.encode_rows(rows), assume_new, counts)
+        return mysql.upsert(self.engine, rows)
 
-    def encode_rows(self, rows: Sequence[tuple]) -> CopyRows:
-        """Encode rows (``WAREHOUSE_COLUMNS`` order) as binary COPY data for ``upsert_consumo``."""
-        return self._encode(rows, _PG_COPY_TYPES)
+    def archive_versions(self, versions: Sequence[tuple[tuple, str]]) -> None:
+        """Keep versions that lost inside one load (``superseded`` by ``winner key``)."""
+        if not versions:
+            return
+        now = self._ts(datetime.now(UTC))
+        values = []
+        for row, winner in versions:
+            stored = mysql.naive_utc(row) if self.dialect != "postgresql" else row
+            values.append(
+                dict(zip(VERSION_COLUMNS, (*stored, "superseded", now, winner), strict=True))
+            )
+            if values[-1]["raw_line_no"] is None:
+                values[-1]["raw_line_no"] = 0
+        table = historico_consumo_versoes
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-    def encode_keys(self, keys: Sequence[tuple[str, int, str]]) -> CopyRows:
-        """(id_treated_data, row_fp, fazenda) keys as binary COPY data for ``stored_as_is``."""
-        return self._encode(keys, ["text", "int8", "text"])
+                stmt = pg_insert(table).on_conflict_do_nothing()
+            else:
+                from sqlalchemy.dialects.mysql import insert as my_insert
+
+                stmt = my_insert(table)
+                stmt = stmt.on_duplicate_key_update(version_status=stmt.inserted.version_status)
+            conn.execute(stmt, values)
 
     def stored_as_is(self, keys: CopyRows, rule_name: str) -> set[str]:
         """The ids among ``keys`` stored with that very ``row_fp``, farm and rule (PostgreSQL).
@@ -360,95 +291,51 @@ class Warehouse:
         """
         if self.dialect != "postgresql":
             raise TypeError("stored_as_is reads binary COPY data: PostgreSQL only")
-        if not keys.count:
-            return set()
-        with self.engine.begin() as conn:
-            pg = conn.connection.driver_connection
-            with pg.cursor() as cur:
-                cur.execute(_PG_KEYS_DDL)
-                _pg_copy(cur, _PG_KEYS_COPY_SQL, keys)
-                cur.execute("SET LOCAL enable_hashjoin = off")
-                cur.execute("SET LOCAL enable_mergejoin = off")
-                cur.execute(_PG_KEYS_MATCH_SQL, (rule_name,))
-                return {row[0] for row in cur.fetchall()}
+        return postgres.stored_as_is(self.engine, keys, rule_name)
 
-    def _encode(self, rows: Sequence[tuple], types: list[str]) -> CopyRows:
-        if self.dialect != "postgresql":
-            raise TypeError("binary COPY data is for PostgreSQL only")
-        from psycopg.copy import Copy, FileWriter
+    def stored_rows(self, ids: Sequence[str]) -> list[tuple]:
+        """For the checks: the stored rows of ``ids`` (``_VERIFY_COLUMNS``, then null count)."""
+        ids = list(ids)
+        if self.dialect == "postgresql":
+            encoded = self._pg().encode([(i,) for i in ids], ["text"])
+            return postgres.stored_rows(self.engine, encoded, _VERIFY_SQL.format(ids=postgres.IDS))
+        return mysql.stored_rows(self.engine, ids, _VERIFY_SQL.format(ids=mysql.IDS))
 
-        buffer = io.BytesIO()
-        with self._encoder_lock:
-            if self._encoder is None:
-                self._encoder = self.engine.raw_connection()
-            # A cursor that never executes: it only lends its adapters to the formatter.
-            cursor = self._encoder.driver_connection.cursor()
-            try:
-                with Copy(cursor, binary=True, writer=FileWriter(buffer)) as copy:
-                    copy.set_types(types)
-                    write_row = copy.write_row
-                    for row in rows:
-                        write_row(row)
-            except (TypeError, ValueError) as err:
-                raise TypeError(
-                    "rows must follow WAREHOUSE_COLUMNS, with timezone-aware datetimes in data "
-                    f"and row_ts (as records.clean makes them): {err}"
-                ) from err
-            finally:
-                cursor.close()
-        return CopyRows(buffer.getvalue(), len(rows))
-
-    def _pg_upsert(self, rows: CopyRows, assume_new: bool) -> LoadCounts:
-        from psycopg.errors import UniqueViolation
-
-        with self.engine.begin() as conn:
-            pg = conn.connection.driver_connection
-            with pg.cursor() as cur:
-                cur.execute(_PG_STAGE_DDL)  # also opens the transaction the savepoint needs
-                if assume_new:
-                    cur.execute("SAVEPOINT feedlot_direct_copy")
-                    try:
-                        _pg_copy(cur, _PG_DIRECT_COPY_SQL, rows)
-                    except UniqueViolation:
-                        cur.execute("ROLLBACK TO SAVEPOINT feedlot_direct_copy")
-                    else:
-                        cur.execute("RELEASE SAVEPOINT feedlot_direct_copy")
-                        return LoadCounts(inserted=rows.count)
-                _pg_copy(cur, _PG_STAGE_COPY_SQL, rows)
-                cur.execute("SET LOCAL enable_hashjoin = off")
-                cur.execute("SET LOCAL enable_mergejoin = off")
-                cur.execute(_PG_MERGE_SQL)
-                inserted, updated = cur.fetchone()
-        return LoadCounts(inserted, updated, rows.count - inserted - updated)
-
-    def _mysql_upsert(self, rows: Sequence[tuple]) -> LoadCounts:
-        total = LoadCounts()
-        with self.engine.begin() as conn:
-            my = conn.connection.driver_connection
-            found_rows = bool(my.client_flag & _CLIENT_FOUND_ROWS)
-            with my.cursor() as cur:
-                for start in range(0, len(rows), _MYSQL_BATCH):
-                    batch = [_mysql_row(row) for row in rows[start : start + _MYSQL_BATCH]]
-                    ids = [row[0] for row in batch]
-                    marks = ", ".join(["%s"] * len(ids))
-                    cur.execute(f"{_MYSQL_COUNT_SQL} ({marks})", ids)
-                    existing = cur.fetchone()[0]
-                    cur.executemany(_MYSQL_UPSERT_SQL, batch)
-                    affected = cur.rowcount
-                    # Affected rows: 1 per insert, 2 per update, 0 per unchanged row (1 with
-                    # CLIENT_FOUND_ROWS, which SQLAlchemy sets).
-                    inserted = len(batch) - existing
-                    updated = affected - len(batch) if found_rows else (affected - inserted) // 2
-                    total = total + LoadCounts(inserted, updated, existing - updated)
-        return total
+    def partition_row_counts(
+        self, partitions: Iterable[tuple[str, date]]
+    ) -> dict[tuple[str, date], int]:
+        """Rows of historico_consumo per (farm, day), each a range of the (fazenda, data) index."""
+        h = historico_consumo
+        partitions = sorted(set(partitions))
+        out = {p: 0 for p in partitions}
+        day = sa.func.date(h.c.data)
+        with self.engine.connect() as conn:
+            for start in range(0, len(partitions), 200):
+                ranges = [
+                    sa.and_(
+                        h.c.fazenda == fazenda,
+                        h.c.data >= self._ts(datetime.combine(dia, time(), tzinfo=UTC)),
+                        h.c.data
+                        < self._ts(datetime.combine(dia, time(), tzinfo=UTC)) + timedelta(days=1),
+                    )
+                    for fazenda, dia in partitions[start : start + 200]
+                ]
+                for fazenda, dia, n in conn.execute(
+                    sa.select(h.c.fazenda, day, sa.func.count())
+                    .where(sa.or_(*ranges))
+                    .group_by(h.c.fazenda, day)
+                ):
+                    d = dia if isinstance(dia, date) else date.fromisoformat(str(dia)[:10])
+                    out[(fazenda, d)] = int(n)
+        return out
 
     # --- rejections ----------------------------------------------------------------------------
 
     def replace_rejections(self, fazenda: str, dia: date, rejections: Sequence[Rejection]) -> None:
         """Make the partition's rejected rows exactly ``rejections``, atomically.
 
-        A rerun of a partition therefore never duplicates a rejection and drops the ones whose
-        record now loads.
+        What a rebuild of a whole partition writes: a rerun never duplicates a rejection and
+        drops the ones whose record now loads.
         """
         check_farm(fazenda)
         table = historico_consumo_rejeitados
@@ -458,28 +345,45 @@ class Warehouse:
             conn.execute(sa.delete(table).where(table.c.fazenda == fazenda, table.c.dia == dia))
             self._upsert_rejection_values(conn, values)
 
-    def upsert_rejections(self, rejections: Sequence[Rejection]) -> None:
-        """Insert or overwrite rejections keyed by (raw_object_key, line_no): for bulk loads.
+    def replace_object_rejections(
+        self, keys: Iterable[str], rejections: Sequence[Rejection]
+    ) -> None:
+        """Make the rejections of the raw objects ``keys`` exactly ``rejections``, atomically.
 
-        Each rejection's partition is its own ``fazenda``/``dia`` or, when unset, the one its
-        raw-zone object key names.
+        What a load of some objects writes: each rejection is filed under its own ``fazenda`` and
+        ``dia`` (the partition of the object it was read from).
         """
-        values = []
+        table = historico_consumo_rejeitados
         now = self._ts(datetime.now(UTC))
-        for rejection in rejections:
-            fazenda, dia = rejection.fazenda, rejection.dia
-            if fazenda is None or dia is None:
-                try:
-                    fazenda, dia = parse_raw_key(rejection.raw_object_key)
-                except ValueError:
-                    raise ValueError(
-                        f"rejection of {rejection.raw_object_key!r} line {rejection.line_no} "
-                        "has no partition and its key is not a raw-zone key"
-                    ) from None
-            values.append(self._rejection_values(rejection, fazenda, dia, now))
-        if values:
-            with self.engine.begin() as conn:
-                self._upsert_rejection_values(conn, values)
+        values = []
+        for r in rejections:
+            if r.fazenda is None or r.dia is None:
+                raise ValueError(
+                    f"rejection of {r.raw_object_key!r} line {r.line_no} has no partition"
+                )
+            values.append(self._rejection_values(r, r.fazenda, r.dia, now))
+        keys = sorted(set(keys))
+        with self.engine.begin() as conn:
+            for start in range(0, len(keys), _KEY_BATCH):
+                batch = keys[start : start + _KEY_BATCH]
+                conn.execute(sa.delete(table).where(table.c.raw_object_key.in_(batch)))
+            self._upsert_rejection_values(conn, values)
+
+    def rejection_counts(self, keys: Iterable[str]) -> dict[str, int]:
+        """Rejections filed against each of the raw objects ``keys``."""
+        table = historico_consumo_rejeitados
+        keys = sorted(set(keys))
+        out: dict[str, int] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), _KEY_BATCH):
+                batch = keys[start : start + _KEY_BATCH]
+                for key, n in conn.execute(
+                    sa.select(table.c.raw_object_key, sa.func.count())
+                    .where(table.c.raw_object_key.in_(batch))
+                    .group_by(table.c.raw_object_key)
+                ):
+                    out[key] = int(n)
+        return out
 
     def _rejection_values(
         self, r: Rejection, fazenda: str, dia: date, now: datetime
@@ -502,7 +406,6 @@ class Warehouse:
         if not values:
             return
         values = list({(v["raw_object_key"], v["line_no"]): v for v in values}.values())
-        table = historico_consumo_rejeitados
         if self.dialect == "postgresql":
             # COPY into a staging table, then one INSERT … ON CONFLICT: ~20x faster than an
             # executemany when a bulk load rejects tens of thousands of lines.
@@ -517,68 +420,74 @@ class Warehouse:
             return
         from sqlalchemy.dialects.mysql import insert
 
-        stmt = insert(table)
+        stmt = insert(historico_consumo_rejeitados)
         stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in _REJECT_COLUMNS[2:]})
         for start in range(0, len(values), 5_000):
             conn.execute(stmt, values[start : start + 5_000])
 
-    # --- checks --------------------------------------------------------------------------------
+    # --- the load ledger -----------------------------------------------------------------------
 
-    def partition_stats(self, fazenda: str, dia: date) -> dict[str, Any]:
-        """What the asset checks need about one (farm, day) partition.
-
-        Keys: rows, distinct_ids, nulls (column → count), consumo_meta_mismatches, unknown_rules,
-        rejected, rejected_by_code. The day is the UTC day of ``data``, selected with a range
-        predicate so the (fazenda, data) index is used.
-        """
-        h = historico_consumo
-        start = datetime.combine(dia, time(), tzinfo=UTC)
-        in_partition = (
-            h.c.fazenda == fazenda,
-            h.c.data >= self._ts(start),
-            h.c.data < self._ts(start + timedelta(days=1)),
-        )
-        null_counts = [
-            sa.func.sum(sa.case((h.c[name].is_(None), 1), else_=0)) for name in REQUIRED_COLUMNS
-        ]
-        rj = historico_consumo_rejeitados
+    def loaded_objects(self, keys: Iterable[str]) -> set[str]:
+        """The raw objects among ``keys`` already loaded (in historico_consumo_cargas)."""
+        table = historico_consumo_cargas
+        keys = sorted(set(keys))
+        found: set[str] = set()
         with self.engine.connect() as conn:
-            counts = conn.execute(
-                sa.select(
-                    sa.func.count(), sa.func.count(sa.distinct(h.c.id_treated_data)), *null_counts
-                ).where(*in_partition)
-            ).one()
-            inputs = conn.execute(
-                sa.select(
-                    h.c.regra_consumo_meta,
-                    h.c.peso_medio,
-                    h.c.peso_entrada,
-                    h.c.dia_confinamento,
-                    h.c.consumo_meta,
-                ).where(*in_partition)
-            )
-            mismatches, unknown = _consumo_meta_mismatches(inputs)
-            by_code = {
-                code: int(n)
-                for code, n in conn.execute(
-                    sa.select(rj.c.reason_code, sa.func.count())
-                    .where(rj.c.fazenda == fazenda, rj.c.dia == dia)
-                    .group_by(rj.c.reason_code)
+            for start in range(0, len(keys), _KEY_BATCH):
+                batch = keys[start : start + _KEY_BATCH]
+                found.update(
+                    conn.execute(
+                        sa.select(table.c.raw_object_key).where(table.c.raw_object_key.in_(batch))
+                    ).scalars()
                 )
+        return found
+
+    def record_loads(self, entries: Sequence[LedgerEntry], run_id: str | None) -> None:
+        """Write (or rewrite) the ledger rows of the raw objects a load read."""
+        if not entries:
+            return
+        now = self._ts(datetime.now(UTC))
+        values = [
+            {
+                "raw_object_key": e.raw_object_key,
+                "fazenda": e.fazenda,
+                "dia": e.dia,
+                "landed_at": None if e.landed_at is None else self._ts(e.landed_at),
+                "lines": e.lines,
+                "inserted": e.inserted,
+                "updated": e.updated,
+                "unchanged": e.unchanged,
+                "superseded": e.superseded,
+                "rejected": e.rejected,
+                "loaded_at": now,
+                "run_id": run_id,
             }
-        return {
-            "rows": int(counts[0]),
-            "distinct_ids": int(counts[1]),
-            "nulls": {
-                name: int(n or 0) for name, n in zip(REQUIRED_COLUMNS, counts[2:], strict=True)
-            },
-            "consumo_meta_mismatches": mismatches,
-            "unknown_rules": sorted(unknown),
-            "rejected": sum(by_code.values()),
-            "rejected_by_code": by_code,
-        }
+            for e in entries
+        ]
+        table = historico_consumo_cargas
+        update = [c.name for c in table.columns if c.name != "raw_object_key"]
+        with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+                stmt = pg_insert(table)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["raw_object_key"], set_={c: stmt.excluded[c] for c in update}
+                )
+            else:
+                from sqlalchemy.dialects.mysql import insert as my_insert
+
+                stmt = my_insert(table)
+                stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in update})
+            for start in range(0, len(values), 5_000):
+                conn.execute(stmt, values[start : start + 5_000])
 
     # --- helpers -------------------------------------------------------------------------------
+
+    def _pg(self) -> postgres.Encoder:
+        if self._encoder is None:
+            raise TypeError("binary COPY data is for PostgreSQL only")
+        return self._encoder
 
     def _ts(self, value: datetime) -> datetime:
         """A UTC timestamp as this database stores it: aware on PostgreSQL, naive on MySQL."""
@@ -604,103 +513,3 @@ def _consumo_meta_mismatches(rows: Any, tolerance: float = 1e-6) -> tuple[int, s
         if not math.isclose(expected, float(meta), rel_tol=0.0, abs_tol=tolerance):
             mismatches += 1
     return mismatches, unknown
-
-
-def _pg_copy(cur: Any, sql: str, rows: CopyRows) -> None:
-    with cur.copy(sql) as copy:
-        view = memoryview(rows.data)
-        for start in range(0, len(view), _COPY_BLOCK):
-            copy.write(view[start : start + _COPY_BLOCK])
-
-
-def _mysql_row(row: tuple) -> tuple:
-    """A row for PyMySQL: timestamps as naive UTC (DATETIME(6) holds UTC)."""
-    data, row_ts = row[10], row[15]
-    if data.tzinfo is not None:
-        data = data.astimezone(UTC).replace(tzinfo=None)
-    if row_ts.tzinfo is not None:
-        row_ts = row_ts.astimezone(UTC).replace(tzinfo=None)
-    return (*row[:10], data, *row[11:15], row_ts, *row[16:])
-
-
-# --- SQL ---------------------------------------------------------------------------------------
-
-_COLS = ", ".join(WAREHOUSE_COLUMNS)
-_PG_STAGE_DDL = (
-    f"CREATE TEMP TABLE IF NOT EXISTS {_PG_STAGE} "
-    "(LIKE historico_consumo INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-)
-_PG_STAGE_COPY_SQL = f"COPY {_PG_STAGE} ({_COLS}) FROM STDIN (FORMAT BINARY)"
-_PG_DIRECT_COPY_SQL = f"COPY historico_consumo ({_COLS}) FROM STDIN (FORMAT BINARY)"
-# Rows identical to the stored ones are filtered out by an anti-join before the INSERT: an
-# ON CONFLICT DO UPDATE whose WHERE is false still locks (and so writes) every existing row.
-# The staging table has no statistics, so the planner already probes the primary key per staged
-# row; the SET LOCALs in _pg_upsert keep it from ever choosing to scan the whole table.
-_PG_MERGE_SQL = f"""
-WITH merged AS (
-    INSERT INTO historico_consumo AS h ({_COLS})
-    SELECT {", ".join(f"s.{c}" for c in WAREHOUSE_COLUMNS)} FROM {_PG_STAGE} AS s
-    WHERE NOT EXISTS (
-        SELECT 1 FROM historico_consumo AS old
-        WHERE old.id_treated_data = s.id_treated_data
-          AND ({", ".join(f"old.{c}" for c in DATA_COLUMNS)})
-              IS NOT DISTINCT FROM ({", ".join(f"s.{c}" for c in DATA_COLUMNS)})
-    )
-    ON CONFLICT (id_treated_data) DO UPDATE SET
-        {", ".join(f"{c} = EXCLUDED.{c}" for c in WAREHOUSE_COLUMNS[1:])}
-    WHERE ({", ".join(f"h.{c}" for c in DATA_COLUMNS)})
-        IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in DATA_COLUMNS)})
-    RETURNING (h.xmax = 0) AS inserted
-)
-SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM merged
-"""
-_PG_KEYS = "feedlot_stage_keys"
-_PG_KEYS_DDL = (
-    f"CREATE TEMP TABLE IF NOT EXISTS {_PG_KEYS} "
-    "(id_treated_data varchar(36) NOT NULL, row_fp bigint NOT NULL, fazenda varchar(64) NOT NULL)"
-    " ON COMMIT DELETE ROWS"
-)
-_PG_KEYS_COPY_SQL = f"COPY {_PG_KEYS} (id_treated_data, row_fp, fazenda) FROM STDIN (FORMAT BINARY)"
-# LATERAL fixes the plan's shape: the keys outside, one primary-key probe each. A plain join
-# let the planner, without statistics on a table just loaded, scan historico_consumo against
-# every key (measured: 220 s instead of 0.1 s for 25k keys).
-_PG_KEYS_MATCH_SQL = f"""
-SELECT k.id_treated_data FROM {_PG_KEYS} AS k
-CROSS JOIN LATERAL (
-    SELECT 1 FROM historico_consumo AS h
-    WHERE h.id_treated_data = k.id_treated_data AND h.row_fp = k.row_fp
-      AND h.fazenda = k.fazenda AND h.regra_consumo_meta = %s
-    LIMIT 1
-) AS stored
-"""
-_REJECT_COLUMNS = tuple(c.name for c in historico_consumo_rejeitados.columns)
-_PG_REJECT_TYPES = ["text", "int4", "text", "date", "text", "text", "text", "text", "timestamptz"]
-_PG_REJECT_TYPES.append("text")  # correlation_id
-_PG_REJECT_STAGE = "feedlot_stage_rejeitados"
-_PG_REJECT_STAGE_DDL = (
-    f"CREATE TEMP TABLE IF NOT EXISTS {_PG_REJECT_STAGE} "
-    "(LIKE historico_consumo_rejeitados INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-)
-_PG_REJECT_COPY_SQL = (
-    f"COPY {_PG_REJECT_STAGE} ({', '.join(_REJECT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-)
-_PG_REJECT_MERGE_SQL = f"""
-INSERT INTO historico_consumo_rejeitados ({", ".join(_REJECT_COLUMNS)})
-SELECT {", ".join(_REJECT_COLUMNS)} FROM {_PG_REJECT_STAGE}
-ON CONFLICT (raw_object_key, line_no) DO UPDATE SET
-    {", ".join(f"{c} = EXCLUDED.{c}" for c in _REJECT_COLUMNS[2:])}
-"""
-_MYSQL_CHANGED = "NOT (" + " AND ".join(f"{c} <=> VALUES({c})" for c in DATA_COLUMNS) + ")"
-# MySQL assigns left to right and later expressions see earlier assignments: the lineage columns
-# are decided first, while the data columns still hold the stored values.
-_MYSQL_UPSERT_SQL = (
-    f"INSERT INTO historico_consumo ({_COLS}) VALUES ({', '.join(['%s'] * len(WAREHOUSE_COLUMNS))})"
-    " ON DUPLICATE KEY UPDATE "
-    f"row_ts = IF({_MYSQL_CHANGED}, VALUES(row_ts), row_ts), "
-    f"raw_object_key = IF({_MYSQL_CHANGED}, VALUES(raw_object_key), raw_object_key), "
-    f"correlation_id = IF({_MYSQL_CHANGED}, VALUES(correlation_id), correlation_id), "
-    f"row_fp = IF({_MYSQL_CHANGED}, VALUES(row_fp), row_fp), "
-    + ", ".join(f"{c} = VALUES({c})" for c in DATA_COLUMNS)
-)
-_MYSQL_COUNT_SQL = "SELECT COUNT(*) FROM historico_consumo WHERE id_treated_data IN"
-_CLIENT_FOUND_ROWS = 2  # pymysql.constants.CLIENT.FOUND_ROWS

@@ -8,20 +8,12 @@ import dagster as dg
 import pytest
 from sqlalchemy import create_engine, text
 
-from feedlot_pipeline.ingestion.assets import raw_consumption
 from feedlot_pipeline.ingestion.landing import land_records
 from feedlot_pipeline.ingestion.partitions import (
-    farm_day_key,
-    farm_day_partitions,
     farms_partitions,
 )
-from feedlot_pipeline.ingestion.resources import LakeResource
-from feedlot_pipeline.warehouse.assets import historico_consumo
-from feedlot_pipeline.warehouse.checks import historico_checks
-from feedlot_pipeline.warehouse.resources import WarehouseResource
 from feedlot_pipeline_tests.helpers import (
     CLIENTS,
-    DAY,
     NOW,
     batch,
     expected_valid,
@@ -44,7 +36,7 @@ def instance():
 
 def test_load_is_idempotent_and_checks_pass(aws, warehouse_url, instance) -> None:
     settings, _ = aws
-    records = batch()
+    records = batch()  # five good records, the first twice, three bad ones
     land_records(
         records,
         source="sns",
@@ -58,13 +50,16 @@ def test_load_is_idempotent_and_checks_pass(aws, warehouse_url, instance) -> Non
     assert first.success
     meta = mat_metadata(first)
     valid = expected_valid(records)
+    bad = len(records) - valid - 1
     assert meta["landed"] == len(records)
-    assert meta["loaded"] == meta["inserted"] == valid
-    assert meta["rejected"] == len(records) - valid
-    assert meta["rejected_by_reason"]["duplicate"] == 1
-    assert all(check_results(first).values()) and len(check_results(first)) == 4
+    assert (meta["inserted"], meta["unchanged"], meta["superseded"]) == (valid, 1, 0)
+    assert meta["loaded"] == valid + 1 and meta["rejected"] == bad
+    assert "duplicate" not in meta["rejected_by_reason"]  # a repeat is no rejection
+    assert meta["dagster/row_count"] == valid
+    assert check_results(first) == {"reconciles_with_raw": True, "rows_valid": True}
 
-    # The same event redelivered as a new message: nothing new is written.
+    # The same event redelivered as a new message: nothing new is written, nothing rejected
+    # that was not wrong.
     land_records(
         records, source="sns", event_id="e2", clients=CLIENTS, settings=settings, received_at=NOW
     )
@@ -72,7 +67,7 @@ def test_load_is_idempotent_and_checks_pass(aws, warehouse_url, instance) -> Non
     meta2 = mat_metadata(second)
     assert (meta2["inserted"], meta2["updated"]) == (0, 0)
     assert meta2["landed"] == 2 * len(records)
-    assert meta2["rejected"] == 2 * len(records) - valid
+    assert meta2["unchanged"] == 2 * (valid + 1) and meta2["rejected"] == 2 * bad
     assert all(check_results(second).values())
 
     engine = create_engine(warehouse_url)
@@ -89,15 +84,54 @@ def test_load_is_idempotent_and_checks_pass(aws, warehouse_url, instance) -> Non
             )
         )
         assert row_traces.scalars().all() == ["trace-e1"]
-        assert dict(rejected_traces.all()) == {
-            "trace-e1": len(records) - valid,
-            "e2": len(records),
-        }
+        assert dict(rejected_traces.all()) == {"trace-e1": bad, "e2": bad}
+        ledger = conn.execute(text("SELECT count(*) FROM historico_consumo_cargas")).scalar()
     engine.dispose()
     assert set(ids) == {"25994051003275"}  # 14-digit ids intact, as text
+    assert ledger == 2  # one ledger row per raw object
 
 
-def test_checks_fail_on_a_tampered_warehouse(aws, warehouse_url, instance) -> None:
+def test_a_correction_landed_later_wins_and_the_old_version_is_kept(
+    aws, warehouse_url, instance
+) -> None:
+    settings, _ = aws
+    original = record(lote="7")
+    land_records(
+        [original],
+        source="sns",
+        event_id="v1",
+        clients=CLIENTS,
+        settings=settings,
+        received_at=NOW,
+    )
+    assert materialize(instance, settings, warehouse_url).success
+    corrected = {**original, "consumo_real": 12.5}
+    later = NOW.replace(hour=13)
+    land_records(
+        [corrected],
+        source="sns",
+        event_id="v2",
+        clients=CLIENTS,
+        settings=settings,
+        received_at=later,
+    )
+    result = materialize(instance, settings, warehouse_url)
+    meta = mat_metadata(result)
+    assert (meta["updated"], meta["rejected"]) == (1, 0) and all(check_results(result).values())
+    engine = create_engine(warehouse_url)
+    with engine.connect() as conn:
+        stored = conn.execute(text("SELECT consumo_real FROM historico_consumo")).scalar()
+        kept = conn.execute(
+            text("SELECT version_status, consumo_real FROM historico_consumo_versoes")
+        ).all()
+    engine.dispose()
+    assert stored == 12.5 and [tuple(r) for r in kept] == [("replaced", original["consumo_real"])]
+    # Rebuilding again changes nothing: the correction stays, nothing is archived twice.
+    again = mat_metadata(materialize(instance, settings, warehouse_url))
+    assert (again["updated"], again["superseded"], again["unchanged"]) == (0, 1, 1)
+
+
+def test_a_rebuild_repairs_a_tampered_partition(aws, warehouse_url, instance) -> None:
     settings, _ = aws
     land_records(
         batch(), source="sns", event_id="e1", clients=CLIENTS, settings=settings, received_at=NOW
@@ -105,38 +139,17 @@ def test_checks_fail_on_a_tampered_warehouse(aws, warehouse_url, instance) -> No
     assert materialize(instance, settings, warehouse_url).success
     engine = create_engine(warehouse_url)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE historico_consumo SET consumo_meta = consumo_meta + 1"))
-        conn.execute(
-            text("DELETE FROM historico_consumo_rejeitados WHERE reason_code = 'duplicate'")
-        )
+        tampered = conn.execute(
+            text("UPDATE historico_consumo SET consumo_meta = consumo_meta + 1")
+        ).rowcount
+        conn.execute(text("DELETE FROM historico_consumo_rejeitados"))
+    result = materialize(instance, settings, warehouse_url)
+    assert result.success and all(check_results(result).values())
+    assert mat_metadata(result)["updated"] == tampered
+    with engine.connect() as conn:
+        rejections = conn.execute(text("SELECT count(*) FROM historico_consumo_rejeitados"))
+        assert rejections.scalar() == mat_metadata(result)["rejected"]
     engine.dispose()
-    consistency = [c for c in historico_checks if "meta" in c.check_key.name]
-    reconcile = [c for c in historico_checks if "reconcile" in c.check_key.name]
-    checks_only = dg.define_asset_job(
-        "checks_only",
-        selection=dg.AssetSelection.checks(*consistency, *reconcile),
-        partitions_def=farm_day_partitions,
-    )
-    job = dg.Definitions(
-        assets=[raw_consumption, historico_consumo],
-        asset_checks=historico_checks,
-        jobs=[checks_only],
-        resources={
-            "lake": LakeResource(bucket=settings.lake_bucket),
-            "warehouse": WarehouseResource(url=warehouse_url),
-        },
-    ).resolve_job_def("checks_only")
-    # A checks-only job loses its partitions definition in this Dagster version; the run's
-    # partition tag is what the checks read, as in a UI-launched check run.
-    result = job.execute_in_process(
-        tags={"dagster/partition": str(farm_day_key("fazenda_um", DAY))},
-        instance=instance,
-        raise_on_error=False,
-    )
-    assert check_results(result) == {
-        "historico_consumo_meta_consistent": False,
-        "historico_reconciles_with_raw": False,
-    }
 
 
 def test_unrouted_partition_rejects_everything_with_reasons(aws, warehouse_url, instance) -> None:

@@ -57,6 +57,7 @@ def test_partition_load_reconciles_and_reruns_write_nothing_twice(wh: Warehouse)
     ]
     first_object = [*good, good[5], other_day, other_farm, *bad]  # good[5] twice in one object
     second_object = [*good[:3], b"not json at all", "[1, 2]"]  # a redelivery plus junk
+    redelivered = 1 + 3  # identical versions: unchanged, never rejections
 
     def run() -> object:
         loader = partition_loader(wh)
@@ -67,11 +68,11 @@ def test_partition_load_reconciles_and_reruns_write_nothing_twice(wh: Warehouse)
     report = run()
     landed = len(first_object) + len(second_object)
     assert report.landed == landed
-    assert report.loaded == report.inserted == len(good)
-    assert report.rejected == landed - len(good)
+    assert report.inserted == len(good) and report.unchanged == redelivered
+    assert report.loaded == len(good) + redelivered
+    assert report.rejected == landed - report.loaded
     assert report.landed == report.loaded + report.rejected
     assert report.rejected_by_code == {
-        "duplicate": 4,
         "partition_mismatch": 2,
         "non_positive": 1,
         "missing_field": 1,
@@ -79,30 +80,22 @@ def test_partition_load_reconciles_and_reruns_write_nothing_twice(wh: Warehouse)
         "invalid_json": 1,
         "not_an_object": 1,
     }
-    stats = wh.partition_stats("fazenda_um", DAY)
-    assert stats["rows"] == len(good) and stats["rejected"] == report.rejected
+    assert wh.partition_row_counts([("fazenda_um", DAY)])[("fazenda_um", DAY)] == len(good)
+    assert sum(wh.rejection_counts([key("e1"), key("e2")]).values()) == report.rejected
     assert count(wh, "SELECT count(*) FROM clientes") == 2  # the hostile code was only data
+    e1 = report.objects[key("e1")]
+    assert (e1.lines, e1.inserted, e1.unchanged, e1.rejected) == (18, 12, 1, 5)
     with wh.engine.connect() as conn:
-        reasons = dict(
-            conn.execute(
-                sa.text(
-                    "SELECT line_no, reason FROM historico_consumo_rejeitados "
-                    "WHERE raw_object_key = :k AND reason_code = 'duplicate'"
-                ),
-                {"k": key("e1")},
-            ).all()
-        )
         hostile = conn.execute(
             sa.text(
                 "SELECT cod_cliente, raw_record FROM historico_consumo_rejeitados "
                 "WHERE reason_code = 'unknown_client'"
             )
         ).one()
-    assert reasons == {13: reasons[13]} and f"{key('e1')} line 6" in reasons[13]
     assert hostile[0] == HOSTILE and orjson.loads(hostile[1])["cod_cliente"] == HOSTILE
 
     again = run()
-    assert (again.inserted, again.updated, again.unchanged) == (0, 0, len(good))
+    assert (again.inserted, again.updated, again.unchanged) == (0, 0, report.loaded)
     assert again.rejected_by_code == report.rejected_by_code
     assert count(wh, "SELECT count(*) FROM historico_consumo_rejeitados") == report.rejected
     assert count(wh, "SELECT count(*) FROM historico_consumo") == len(good)
@@ -155,14 +148,35 @@ def test_reload_switches_to_merge_and_counts_mixed_chunks(wh: Warehouse, tmp_pat
     assert (third.inserted, third.updated, third.unchanged) == (0, 0, 2_000)
 
 
-def test_bulk_rejections_keep_the_raw_key_partition(wh: Warehouse) -> None:
+def test_object_rejections_are_filed_under_the_raw_key_partition(wh: Warehouse) -> None:
+    where = key("b1", "fazenda_dois", date(2023, 3, 4))
     loader = PartitionLoader(wh, rule=DEFAULT_RULE, row_ts=NOW)
-    loader.feed(key("b1", "fazenda_dois", date(2023, 3, 4)), [b"{}", b"oops"])
-    loader.feed(key("b1", "fazenda_dois", date(2023, 3, 4)), [b"{}"])  # same object again
+    loader.feed(where, [b"{}", b"oops"])
+    with pytest.raises(ValueError, match="fed twice"):
+        loader.feed(where, [b"{}"])
+    assert loader.finish().rejected == 2
+    with wh.engine.connect() as conn:
+        filed = conn.execute(
+            sa.text("SELECT DISTINCT fazenda, dia FROM historico_consumo_rejeitados")
+        ).all()
+    assert [tuple(r) for r in filed] == [("fazenda_dois", date(2023, 3, 4))]
+    reload = PartitionLoader(wh, rule=DEFAULT_RULE, row_ts=NOW)
+    reload.feed(where, [b"{}"])  # the object read again: its rejections are replaced
+    assert reload.finish().rejected == 1
+    assert wh.rejection_counts([where]) == {where: 1}
+
+
+def test_within_one_load_the_later_version_wins(wh: Warehouse) -> None:
+    record = day_records(1)[0]
+    corrected = {**record, "consumo_real": record["consumo_real"] + 2}
+    loader = partition_loader(wh)
+    loader.feed(key("e1"), lines([record, record]))  # the same version twice: unchanged
+    loader.feed(key("e2"), lines([corrected]))  # a correction, landed later
     report = loader.finish()
-    assert report.rejected == 3
-    stats = wh.partition_stats("fazenda_dois", date(2023, 3, 4))
-    assert stats["rejected_by_code"] == {"missing_field": 1, "invalid_json": 1}  # upserted by line
+    assert (report.inserted, report.unchanged, report.superseded, report.rejected) == (1, 1, 1, 0)
+    assert count(wh, "SELECT consumo_real FROM historico_consumo") == corrected["consumo_real"]
+    assert count(wh, "SELECT count(*) FROM historico_consumo_versoes") == 1
+    assert report.objects[key("e1")].superseded == 1
 
 
 def test_loader_errors_surface(wh: Warehouse) -> None:
@@ -245,17 +259,19 @@ def test_reload_still_sees_changes_and_duplicates(pg_wh: Warehouse, tmp_path) ->
     path.write_bytes(b"\n".join(lines(changed)) + b"\n")
     again = load_file(pg_wh, path, chunk_rows=200, rule=DEFAULT_RULE, row_ts=NOW)
     assert 0 < again.matched < 2_400
-    assert (again.inserted, again.updated, again.unchanged) == (0, 1, 2_399)
-    assert again.rejected_by_code == {"duplicate": 1}
+    assert (again.inserted, again.updated, again.unchanged) == (0, 1, 2_400)
+    assert again.rejected_by_code == {}
 
     # Moving a client to another farm changes its rows: none of them may be skipped.
     moved = sum(1 for r in records if r["cod_cliente"] == "FazendaUm")
     pg_wh.add_client("FazendaUm", "fazenda_nova", replace=True)
     third = load_file(pg_wh, path, chunk_rows=200, rule=DEFAULT_RULE, row_ts=NOW)
-    assert third.updated == moved and third.unchanged == 2_400 - moved
+    assert third.updated == moved and third.unchanged == 2_401 - moved  # the redelivery too
     assert {r[2] for r in _rows(pg_wh)} >= {"fazenda_nova", "fazenda_dois"}
 
     # Another rule makes other rows, even with the same values: nothing may be skipped either.
     other_rule = type(DEFAULT_RULE)("same_values", "DEFAULT_RULE's numbers", DEFAULT_RULE.compute)
     fourth = load_file(pg_wh, path, chunk_rows=200, rule=other_rule, row_ts=NOW)
-    assert (fourth.updated, fourth.matched) == (2_400, 0)
+    # Every row is rewritten; only the redelivered last line may find its row stored as-is,
+    # written earlier in this very load.
+    assert fourth.updated == 2_400 and fourth.matched <= 1

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from feedlot_pipeline.core.records import DEFAULT_RULE, WAREHOUSE_COLUMNS, clean
 from feedlot_pipeline.tools.synthetic import generate
+from feedlot_pipeline.warehouse.batches import LedgerEntry
 from feedlot_pipeline.warehouse.store import (
     CopyRows,
     LoadCounts,
@@ -26,8 +27,18 @@ KEY = "historico_diario/fazenda_um/2023/01/01/sns-e1.jsonl"
 HOSTILE = "x'); DROP TABLE clientes;--"
 
 
-def rows_of(n: int, row_ts: datetime = T0, seed: int = 7) -> list[tuple]:
-    return [clean(r, CLIENTS, DEFAULT_RULE, KEY, row_ts, "corr-1") for r in generate(n, seed=seed)]
+def rows_of(
+    n: int,
+    row_ts: datetime = T0,
+    seed: int = 7,
+    key: str = KEY,
+    landed_at: datetime | None = T0,
+    corr: str = "corr-1",
+) -> list[tuple]:
+    return [
+        clean(r, CLIENTS, DEFAULT_RULE, key, row_ts, corr, None, landed_at, i)
+        for i, r in enumerate(generate(n, seed=seed), 1)
+    ]
 
 
 def fetch(wh: Warehouse, sql: str, **params) -> list[tuple]:
@@ -39,58 +50,103 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
 
 
+def changed(row: tuple, consumo_real: float, key: str, landed_at: datetime | None) -> tuple:
+    """The same record with another consumo_real, landed elsewhere at ``landed_at``."""
+    values = dict(zip(WAREHOUSE_COLUMNS, row, strict=True))
+    values.update(
+        consumo_real=consumo_real,
+        raw_object_key=key,
+        landed_at=landed_at,
+        row_ts=T1,
+        correlation_id="corr-2",
+        row_fp=5,
+        raw_line_no=1,
+    )
+    return tuple(values[c] for c in WAREHOUSE_COLUMNS)
+
+
+def totals(counts: dict[str, LoadCounts]) -> LoadCounts:
+    out = LoadCounts()
+    for c in counts.values():
+        out = out + c
+    return out
+
+
 def test_upsert_is_idempotent_and_keeps_row_ts(wh: Warehouse) -> None:
     rows = rows_of(300)
-    assert wh.upsert_consumo(rows) == LoadCounts(inserted=300)
+    assert wh.upsert_consumo(rows) == {KEY: LoadCounts(inserted=300)}
     # Reload at a later processing time: nothing changes, row_ts stays the first one.
-    assert wh.upsert_consumo(rows_of(300, T1)) == LoadCounts(unchanged=300)
+    assert wh.upsert_consumo(rows_of(300, T1)) == {KEY: LoadCounts(unchanged=300)}
     assert fetch(wh, "SELECT count(*) FROM historico_consumo") == [(300,)]
     stamps = {as_utc(ts) for (ts,) in fetch(wh, "SELECT row_ts FROM historico_consumo")}
     assert stamps == {T0}
+    # Lineage alone (another object, time, correlation id and fingerprint) is not a change.
+    again = rows_of(300, T1, key="other/key.jsonl", landed_at=T1, corr="corr-9")
+    assert wh.upsert_consumo(again) == {"other/key.jsonl": LoadCounts(unchanged=300)}
+    assert fetch(wh, "SELECT DISTINCT raw_object_key, correlation_id FROM historico_consumo") == [
+        (KEY, "corr-1")
+    ]
 
-    # One record changes: exactly one update, with the new processing time and lineage.
-    changed = list(rows_of(300, T1))
-    target = changed[17]
-    changed[17] = (*target[:8], target[8] + 1.0, *target[9:14], "other/key.jsonl", T1, "corr-2", 5)
-    # Lineage alone (another object, correlation id and fingerprint) is not a change.
-    changed[18] = (*changed[18][:14], "other/key.jsonl", T1, "corr-2", 6)
-    assert wh.upsert_consumo(changed) == LoadCounts(updated=1, unchanged=299)
-    (row,) = fetch(
+
+def test_a_later_landing_replaces_and_the_old_version_is_kept(wh: Warehouse) -> None:
+    rows = rows_of(10)
+    wh.upsert_consumo(rows)
+    newer = changed(rows[3], 77.5, "later/key.jsonl", T1)
+    assert wh.upsert_consumo([newer]) == {"later/key.jsonl": LoadCounts(updated=1)}
+    ((real, key, ts, corr),) = fetch(
         wh,
-        "SELECT consumo_real, raw_object_key, row_ts, correlation_id, row_fp "
-        "FROM historico_consumo WHERE id_treated_data = :id",
-        id=target[0],
-    )
-    assert row[0] == target[8] + 1.0 and row[1] == "other/key.jsonl" and as_utc(row[2]) == T1
-    assert row[3:] == ("corr-2", 5)
-    (kept,) = fetch(
-        wh,
-        "SELECT raw_object_key, correlation_id, row_fp FROM historico_consumo "
+        "SELECT consumo_real, raw_object_key, row_ts, correlation_id FROM historico_consumo "
         "WHERE id_treated_data = :id",
-        id=changed[18][0],
+        id=rows[3][0],
     )
-    assert kept == (rows[18][14], rows[18][16], None)
-    others = fetch(wh, "SELECT count(*) FROM historico_consumo WHERE row_ts = :t", t=wh._ts(T0))
-    assert others == [(299,)]
+    assert (real, key, as_utc(ts), corr) == (77.5, "later/key.jsonl", T1, "corr-2")
+    ((status, old_real, winner),) = fetch(
+        wh,
+        "SELECT version_status, consumo_real, winner_object_key FROM historico_consumo_versoes",
+    )
+    assert (status, old_real, winner) == ("replaced", rows[3][8], "later/key.jsonl")
+    # The same correction delivered again changes nothing and archives nothing twice.
+    assert wh.upsert_consumo([newer]) == {"later/key.jsonl": LoadCounts(unchanged=1)}
+    assert fetch(wh, "SELECT count(*) FROM historico_consumo_versoes") == [(1,)]
 
 
-def test_mixed_batch_counts_inserts_updates_and_unchanged(wh: Warehouse) -> None:
+def test_an_earlier_landing_is_superseded_not_rejected(wh: Warehouse) -> None:
+    rows = rows_of(5, landed_at=T1)
+    wh.upsert_consumo(rows)
+    older = changed(rows[0], 55.0, "replayed/old.jsonl", T0)  # landed before the stored one
+    assert wh.upsert_consumo([older]) == {"replayed/old.jsonl": LoadCounts(superseded=1)}
+    ((real,),) = fetch(
+        wh, "SELECT consumo_real FROM historico_consumo WHERE id_treated_data = :i", i=rows[0][0]
+    )
+    assert real == rows[0][8]
+    ((status, kept, winner),) = fetch(
+        wh,
+        "SELECT version_status, consumo_real, winner_object_key FROM historico_consumo_versoes",
+    )
+    assert (status, kept, winner) == ("superseded", 55.0, KEY)
+    assert fetch(wh, "SELECT count(*) FROM historico_consumo_rejeitados") == [(0,)]
+
+
+def test_rows_before_landing_times_count_as_oldest(wh: Warehouse) -> None:
+    rows = rows_of(2, landed_at=None)  # as loaded before migration 0004
+    wh.upsert_consumo(rows)
+    newer = changed(rows[1], 12.5, "later/key.jsonl", T0)
+    assert totals(wh.upsert_consumo([newer])) == LoadCounts(updated=1)
+
+
+def test_mixed_batch_counts_per_object(wh: Warehouse) -> None:
     rows = rows_of(100)
     wh.upsert_consumo(rows[:60])
     batch = list(rows)
-    batch[0] = (*batch[0][:4], batch[0][4] + 5, *batch[0][5:])  # peso_entrada changed
-    assert wh.upsert_consumo(batch, assume_new=True) == LoadCounts(40, 1, 59)
-    assert wh.upsert_consumo(batch, assume_new=True) == LoadCounts(0, 0, 100)
+    batch[0] = changed(rows[0], 99.0, KEY, T1)
+    assert wh.upsert_consumo(batch, assume_new=True) == {KEY: LoadCounts(40, 1, 59)}
+    assert wh.upsert_consumo(batch, assume_new=True) == {KEY: LoadCounts(0, 0, 100)}
 
 
-def test_duplicate_ids_in_one_call_keep_the_last(wh: Warehouse) -> None:
+def test_one_call_takes_distinct_ids(wh: Warehouse) -> None:
     rows = rows_of(3)
-    later = (*rows[0][:8], 99.5, *rows[0][9:])
-    assert wh.upsert_consumo([rows[0], rows[1], later, rows[2]]) == LoadCounts(inserted=3)
-    value = fetch(
-        wh, "SELECT consumo_real FROM historico_consumo WHERE id_treated_data = :i", i=rows[0][0]
-    )
-    assert value == [(99.5,)]
+    with pytest.raises(ValueError, match="distinct ids"):
+        wh.upsert_consumo([rows[0], rows[1], rows[0]])
 
 
 def test_ids_stay_text_and_consumo_meta_follows_the_rule(wh: Warehouse) -> None:
@@ -109,55 +165,62 @@ def test_ids_stay_text_and_consumo_meta_follows_the_rule(wh: Warehouse) -> None:
 
 def test_timestamps_are_utc(wh: Warehouse) -> None:
     raw = {**next(generate(1)), "data": "2023-01-01T22:30:00-03:00"}
-    wh.upsert_consumo([clean(raw, CLIENTS, DEFAULT_RULE, KEY, T0)])
-    ((data,),) = fetch(wh, "SELECT data FROM historico_consumo")
+    wh.upsert_consumo([clean(raw, CLIENTS, DEFAULT_RULE, KEY, T0, None, None, T0, 1)])
+    ((data, landed),) = fetch(wh, "SELECT data, landed_at FROM historico_consumo")
     assert as_utc(data) == datetime(2023, 1, 2, 1, 30, tzinfo=timezone.utc)
-    assert wh.partition_stats("fazenda_um", date(2023, 1, 2))["rows"] == 1
-    assert wh.partition_stats("fazenda_um", date(2023, 1, 1))["rows"] == 0
+    assert as_utc(landed) == T0
+    counts = wh.partition_row_counts(
+        [("fazenda_um", date(2023, 1, 2)), ("fazenda_um", date(2023, 1, 1))]
+    )
+    assert counts == {("fazenda_um", date(2023, 1, 2)): 1, ("fazenda_um", date(2023, 1, 1)): 0}
 
 
-def test_copy_rows_need_unique_and_postgresql(wh: Warehouse) -> None:
+def test_copy_rows_need_their_objects_and_postgresql(wh: Warehouse) -> None:
     if wh.dialect == "postgresql":
         payload = wh.encode_rows(rows_of(5))
         assert isinstance(payload, CopyRows) and payload.count == 5
-        with pytest.raises(ValueError, match="unique"):
+        with pytest.raises(ValueError, match="per_object"):
             wh.upsert_consumo(payload)
-        assert wh.upsert_consumo(payload, unique=True) == LoadCounts(inserted=5)
+        assert wh.upsert_consumo(payload, per_object={KEY: 5}, assume_new=True) == {
+            KEY: LoadCounts(inserted=5)
+        }
     else:
         with pytest.raises(TypeError):
             wh.encode_rows(rows_of(1))
 
 
 def rejection(line: int, code: str = "invalid_number", key: str = KEY) -> Rejection:
-    return Rejection(key, line, code, f"reason {line}", '{"bad": true}', "FazendaUm")
+    return Rejection(
+        key,
+        line,
+        code,
+        f"reason {line}",
+        '{"bad": true}',
+        "FazendaUm",
+        "fazenda_um",
+        date(2023, 1, 1),
+    )
 
 
 def test_replace_rejections_never_duplicates(wh: Warehouse) -> None:
     day = date(2023, 1, 1)
-    wh.replace_rejections("fazenda_um", day, [rejection(1), rejection(2, "duplicate")])
-    wh.replace_rejections("fazenda_um", day, [rejection(1), rejection(2, "duplicate")])
+    wh.replace_rejections("fazenda_um", day, [rejection(1), rejection(2, "invalid_data")])
+    wh.replace_rejections("fazenda_um", day, [rejection(1), rejection(2, "invalid_data")])
     wh.replace_rejections("fazenda_dois", day, [rejection(1, key="other.jsonl")])
-    stats = wh.partition_stats("fazenda_um", day)
-    assert stats["rejected"] == 2
-    assert stats["rejected_by_code"] == {"invalid_number": 1, "duplicate": 1}
-    wh.replace_rejections("fazenda_um", day, [rejection(2, "duplicate")])  # line 1 now loads
-    assert wh.partition_stats("fazenda_um", day)["rejected_by_code"] == {"duplicate": 1}
-    assert wh.partition_stats("fazenda_dois", day)["rejected"] == 1
+    assert wh.rejection_counts([KEY, "other.jsonl"]) == {KEY: 2, "other.jsonl": 1}
+    wh.replace_rejections("fazenda_um", day, [rejection(2, "invalid_data")])  # line 1 loads now
+    assert wh.rejection_counts([KEY]) == {KEY: 1}
     wh.replace_rejections("fazenda_um", day, [])
-    assert wh.partition_stats("fazenda_um", day)["rejected"] == 0
+    assert wh.rejection_counts([KEY]) == {}
 
 
-def test_upsert_rejections_takes_the_partition_from_the_key(wh: Warehouse) -> None:
-    wh.upsert_rejections([rejection(1), rejection(1, "invalid_data")])
-    assert wh.partition_stats("fazenda_um", date(2023, 1, 1))["rejected_by_code"] == {
-        "invalid_data": 1
-    }
+def test_object_rejections_are_replaced_per_object(wh: Warehouse) -> None:
+    wh.replace_object_rejections([KEY], [rejection(1), rejection(2)])
+    wh.replace_object_rejections(["b.jsonl"], [rejection(1, key="b.jsonl")])
+    wh.replace_object_rejections([KEY], [rejection(2, "invalid_data")])  # a reload of KEY
+    assert wh.rejection_counts([KEY, "b.jsonl"]) == {KEY: 1, "b.jsonl": 1}
     with pytest.raises(ValueError, match="no partition"):
-        wh.upsert_rejections([rejection(1, key="somewhere/else.jsonl")])
-    other = rejection(3, key="bulk/file.jsonl")
-    other.fazenda, other.dia = "_unrouted", date(2024, 5, 6)
-    wh.upsert_rejections([other])
-    assert wh.partition_stats("_unrouted", date(2024, 5, 6))["rejected"] == 1
+        wh.replace_object_rejections(["x"], [Rejection("x", 1, "c", "r", "{}")])
 
 
 def test_rejection_text_is_stored_safely(wh: Warehouse) -> None:
@@ -172,32 +235,43 @@ def test_rejection_text_is_stored_safely(wh: Warehouse) -> None:
     assert len(raw) < 1_100_000 and cod == "c" * 64
 
 
-def test_partition_stats_find_tampering(wh: Warehouse) -> None:
-    rows = rows_of(200)
+def test_the_ledger_remembers_what_was_loaded(wh: Warehouse) -> None:
+    entry = LedgerEntry(KEY, "fazenda_um", date(2023, 1, 1), T0, lines=3, inserted=2, rejected=1)
+    wh.record_loads([entry], "run-1")
+    assert wh.loaded_objects([KEY, "never.jsonl"]) == {KEY}
+    entry.inserted, entry.unchanged = 0, 2
+    wh.record_loads([entry], "run-2")  # a reload rewrites the row
+    ((inserted, unchanged, run),) = fetch(
+        wh, "SELECT inserted, unchanged, run_id FROM historico_consumo_cargas"
+    )
+    assert (inserted, unchanged, run) == (0, 2, "run-2")
+
+
+def test_the_checks_find_tampering(wh: Warehouse) -> None:
+    from feedlot_pipeline.warehouse.checks import evaluate
+
+    rows = rows_of(50)
     wh.upsert_consumo(rows)
-    day = rows[0][10].date()
-    farm = rows[0][12]
-    expected = sum(1 for r in rows if r[12] == farm and r[10].date() == day)
-    stats = wh.partition_stats(farm, day)
-    assert stats["rows"] == stats["distinct_ids"] == expected > 0
-    assert stats["consumo_meta_mismatches"] == 0 and not any(stats["nulls"].values())
+    day, farm = rows[0][10].date(), rows[0][12]
+    mine = [r for r in rows if r[12] == farm and r[10].date() == day]
+    entry = LedgerEntry(KEY, farm, day, T0, lines=len(mine), inserted=len(mine))
+    ids = {(farm, day): {r[0] for r in mine}}
+    assert evaluate(wh, {KEY: entry}, ids)[(farm, day)].passed
     with wh.engine.begin() as conn:
         conn.execute(
             sa.text(
                 "UPDATE historico_consumo SET consumo_meta = consumo_meta + 0.01 "
                 "WHERE id_treated_data = :i"
             ),
-            {"i": rows[0][0]},
+            {"i": mine[0][0]},
         )
         conn.execute(
-            sa.text(
-                "UPDATE historico_consumo SET regra_consumo_meta = 'no_such_rule' "
-                "WHERE id_treated_data = :i"
-            ),
-            {"i": next(r[0] for r in rows[1:] if r[12] == farm and r[10].date() == day)},
+            sa.text("DELETE FROM historico_consumo WHERE id_treated_data = :i"),
+            {"i": mine[1][0]},
         )
-    stats = wh.partition_stats(farm, day)
-    assert stats["consumo_meta_mismatches"] == 2 and stats["unknown_rules"] == ["no_such_rule"]
+    checks = evaluate(wh, {KEY: entry}, ids)[(farm, day)]
+    assert not checks.rows_valid and checks.rows_metadata["consumo_meta_mismatches"] == 1
+    assert not checks.reconciles and checks.reconcile_metadata["rows_missing"] == 1
 
 
 def test_clients_add_is_idempotent_and_guarded(wh: Warehouse) -> None:
@@ -251,7 +325,13 @@ def test_from_env(warehouse_url: str) -> None:
 
 def test_columns_in_order() -> None:
     assert WAREHOUSE_COLUMNS[0] == "id_treated_data"
-    assert WAREHOUSE_COLUMNS[-3:] == ("row_ts", "correlation_id", "row_fp")
+    assert WAREHOUSE_COLUMNS[-5:] == (
+        "row_ts",
+        "correlation_id",
+        "row_fp",
+        "landed_at",
+        "raw_line_no",
+    )
 
 
 def test_from_env_reads_the_url_from_a_secret(aws, warehouse_url, monkeypatch) -> None:

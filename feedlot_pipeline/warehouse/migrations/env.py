@@ -37,7 +37,7 @@ def run_online() -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    from feedlot_pipeline.warehouse.store import create_warehouse_engine
+    from feedlot_pipeline.warehouse.engine import create_warehouse_engine
 
     engine = create_warehouse_engine(_url())
     try:

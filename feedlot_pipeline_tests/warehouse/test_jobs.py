@@ -1,0 +1,83 @@
+"""ingest_batch_job: one run loads every noticed partition and reports each one on its own."""
+
+from __future__ import annotations
+
+import dagster as dg
+from sqlalchemy import create_engine, text
+
+from feedlot_pipeline.core import client_map
+from feedlot_pipeline.ingestion.partitions import farms_partitions
+from feedlot_pipeline.ingestion.resources import LakeResource
+from feedlot_pipeline.warehouse.checks import HISTORICO_CONSUMO
+from feedlot_pipeline.warehouse.jobs import ingest_batch_job
+from feedlot_pipeline.warehouse.resources import WarehouseResource
+from feedlot_pipeline_tests.helpers import CLIENTS, land, record, tick
+
+
+def run_batch(instance, settings, warehouse_url, run_config) -> dg.ExecuteInProcessResult:
+    return ingest_batch_job.execute_in_process(
+        run_config=run_config,
+        instance=instance,
+        resources={
+            "lake": LakeResource(bucket=settings.lake_bucket),
+            "warehouse": WarehouseResource(url=warehouse_url),
+        },
+    )
+
+
+def events(result, kind: str) -> list:
+    return [e for e in result.all_events if e.event_type_value == kind]
+
+
+def test_one_run_reports_every_partition_and_a_rerun_writes_nothing(
+    aws, warehouse_url, instance
+) -> None:
+    settings, _ = aws
+    client_map.publish(settings.lake_bucket, CLIENTS)
+    land(
+        settings, "a", [record(lote="1"), record(lote="2"), {**record(lote="9"), "peso_medio": -1}]
+    )
+    land(settings, "b", [record("FazendaDois", lote="3")])
+    land(settings, "c", [record(day="2023-01-02", lote="4")])
+    sensed = tick(instance, settings)
+    for request in sensed.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(farms_partitions.name, list(request.partition_keys))
+    (request,) = sensed.run_requests
+
+    result = run_batch(instance, settings, warehouse_url, request.run_config)
+    assert result.success
+    mats = [
+        e.event_specific_data.materialization
+        for e in events(result, "ASSET_MATERIALIZATION")
+        if e.event_specific_data.materialization.asset_key == HISTORICO_CONSUMO
+    ]
+    by_partition = {m.partition: {k: v.value for k, v in m.metadata.items()} for m in mats}
+    assert sorted(by_partition) == [
+        "2023-01-01|fazenda_dois",
+        "2023-01-01|fazenda_um",
+        "2023-01-02|fazenda_um",
+    ]
+    um = by_partition["2023-01-01|fazenda_um"]
+    assert (um["landed"], um["inserted"], um["rejected"]) == (3, 2, 1)
+    assert um["rejected_by_reason"] == {"non_positive": 1}
+    checks = [e.event_specific_data for e in events(result, "ASSET_CHECK_EVALUATION")]
+    assert len(checks) == 2 * 3 and all(c.passed for c in checks)
+    assert {c.partition for c in checks} == set(by_partition)
+    raw = [
+        e.event_specific_data.materialization
+        for e in events(result, "ASSET_MATERIALIZATION")
+        if e.event_specific_data.materialization.asset_key.path == ["raw_consumption"]
+    ]
+    assert len(raw) == 3
+
+    # The same batch again (a retried run, a redelivered notice): the ledger skips every object.
+    again = run_batch(instance, settings, warehouse_url, request.run_config)
+    assert again.success
+    assert events(again, "ASSET_MATERIALIZATION") == []
+    engine = create_engine(warehouse_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM historico_consumo")).scalar() == 4
+        assert conn.execute(text("SELECT count(*) FROM historico_consumo_cargas")).scalar() == 3
+        runs = conn.execute(text("SELECT DISTINCT run_id FROM historico_consumo_cargas")).all()
+    engine.dispose()
+    assert [r[0] for r in runs] == [result.run_id]
