@@ -13,12 +13,12 @@ load's duplicate check, ~100 bytes per loaded record):
    chunk number. The same file therefore maps to the same keys in every run (an existing object
    is never overwritten) and a re-import duplicates nothing. No sensor-queue notice is sent: this
    job loads the warehouse itself;
-3. the same lines are fed to ``warehouse.loader.PartitionLoader`` in bulk mode, so the core
-   cleaning, enrichment, de-duplication and rejection rules apply and every row keeps the key of
-   the raw object it came from (and the import id as its correlation id). Records the router
-   could not file under a real farm land under ``_unrouted``, as on the core path; their lines
-   get the verdicts the ``historico_consumo`` asset gives them when it rebuilds an ``_unrouted``
-   partition (the ``clean`` error, else ``partition_mismatch``) and nothing of them loads;
+3. the same lines are fed, object by object, to ``warehouse.loader.PartitionLoader``, so the
+   core cleaning, enrichment, latest-landing-wins and rejection rules apply, every row keeps the
+   key of the raw object it came from (and the import id as its correlation id), and every object
+   gets its row in the load ledger. Records the router could not file under a real farm land
+   under ``_unrouted``, as on the core path, and get the same verdicts there (the ``clean`` error,
+   else ``partition_mismatch``): nothing of them loads;
 4. a JSON report goes to ``<output>/report.json`` and the job's log to ``<output>/<job-id>.log``;
 5. Dagster Pipes gets log lines and per-chunk progress, then one custom message listing the
    ``historico_consumo`` partitions touched, then the materialization of ``worker_bulk_import``.
@@ -50,7 +50,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
@@ -62,11 +62,7 @@ from feedlot_pipeline.core.contracts import PartitionsMessage, ProgressMessage
 from feedlot_pipeline.core.lake import raw_object_key
 from feedlot_pipeline.core.memory import peak_rss_mb
 from feedlot_pipeline.core.records import (
-    UNROUTED_FARM,
-    RecordError,
-    clean,
     get_rule,
-    loads_line,
     route,
 )
 from feedlot_pipeline.core.settings import Settings, WorkerSettings
@@ -99,6 +95,7 @@ class PartitionCounts:
 
     records: int = 0
     raw_objects: int = 0
+    loaded: int = 0
     rejected: int = 0
 
     def entry(self, fazenda: str, dia: date) -> dict[str, Any]:
@@ -106,7 +103,7 @@ class PartitionCounts:
             "fazenda": fazenda,
             "dia": dia.isoformat(),
             "records": self.records,
-            "loaded": self.records - self.rejected,
+            "loaded": self.loaded,
             "rejected": self.rejected,
             "raw_objects": self.raw_objects,
         }
@@ -119,12 +116,10 @@ class _Progress:
     objects_written: int = 0
     objects_existing: int = 0
     keys: list[str] = field(default_factory=list)
-    unrouted_records: int = 0
-    unrouted_by_code: dict[str, int] = field(default_factory=dict)
     # seconds spent per stage (the main thread; raw-zone PUTs and DB writes overlap with it)
     timings: dict[str, float] = field(
         default_factory=lambda: dict.fromkeys(
-            ("parse", "route", "load", "unrouted", "raw_zone_wait"), 0.0
+            ("parse", "route", "load", "raw_zone_wait"), 0.0
         )
     )
     partitions: dict[tuple[str, date], PartitionCounts] = field(default_factory=dict)
@@ -198,76 +193,6 @@ def _open_warehouse() -> Any:
             f"warehouse {warehouse!r} is unreachable: {str(err.orig or err).strip()}"
         ) from None
     return warehouse
-
-
-def _rejections_by_key(warehouse: Any, keys: Iterable[str]) -> list[tuple[str, date, str, int]]:
-    """(fazenda, dia, reason_code, count) of the rejections filed against ``keys``."""
-    import sqlalchemy as sa
-
-    from feedlot_pipeline.warehouse.schema import historico_consumo_rejeitados as table
-
-    keys = list(keys)
-    out: list[tuple[str, date, str, int]] = []
-    with warehouse.engine.connect() as conn:
-        for start in range(0, len(keys), _KEY_BATCH):
-            batch = keys[start : start + _KEY_BATCH]
-            rows = conn.execute(
-                sa.select(table.c.fazenda, table.c.dia, table.c.reason_code, sa.func.count())
-                .where(table.c.raw_object_key.in_(batch))
-                .group_by(table.c.fazenda, table.c.dia, table.c.reason_code)
-            )
-            out.extend(
-                (f, d if isinstance(d, date) else date.fromisoformat(str(d)), c, n)
-                for f, d, c, n in rows
-            )
-    return out
-
-
-def unrouted_rejections(
-    key: str,
-    dia: date,
-    lines: list[bytes],
-    clients: Mapping[str, str],
-    rule: Any,
-    row_ts: datetime,
-    correlation_id: str,
-) -> list[Any]:
-    """The rejections the historico_consumo asset gives the lines of an ``_unrouted`` object.
-
-    Rebuilding partition (``_unrouted``, dia), the asset's loader rejects a line with the
-    ``clean`` error when there is one, else as ``partition_mismatch`` (no row belongs to
-    ``_unrouted``). Computed here with the same core functions, so the worker files them at once
-    instead of re-reading the partition from the lake; bulk-mode upsert by (object, line).
-    """
-    from feedlot_pipeline.warehouse.store import Rejection
-
-    out = []
-    for line_no, line in enumerate(lines, 1):
-        raw = loads_line(line)
-        try:
-            row = clean(raw, clients, rule, key, row_ts, correlation_id)
-        except RecordError as err:
-            code, reason = err.code, err.reason
-        else:
-            code = "partition_mismatch"
-            reason = (
-                f"record belongs to partition {row[12]}/{row[10].date()}, not {UNROUTED_FARM}/{dia}"
-            )
-        cod = raw.get("cod_cliente") if isinstance(raw, dict) else None
-        out.append(
-            Rejection(
-                raw_object_key=key,
-                line_no=line_no,
-                reason_code=code,
-                reason=reason,
-                raw_record=line.decode("utf-8", "replace"),
-                cod_cliente=cod if isinstance(cod, str) else None,
-                fazenda=UNROUTED_FARM,
-                dia=dia,
-                correlation_id=correlation_id,
-            )
-        )
-    return out
 
 
 def bulk_import(ctx: JobContext) -> dict[str, Any]:
@@ -371,6 +296,8 @@ class _Importer:
                     self._chunk(chunk_no, chunk, loader, pool)
             mark = time.perf_counter()
             report = loader.finish()
+            # The ledger: the streaming path and the reconciliation skip these objects.
+            self.warehouse.record_loads(list(report.objects.values()), self.ctx.job_id)
             _tick(self.progress.timings, "load", mark)
             return report
         except BaseException:
@@ -397,7 +324,6 @@ class _Importer:
             "received-at": self.row_ts.isoformat(),
         }
         puts: list[Future] = []
-        rejections: list[Any] = []
         s3 = client("s3")
         for (fazenda, dia), lines in groups.items():
             key = raw_object_key(fazenda, dia, SOURCE, event_id)
@@ -406,22 +332,9 @@ class _Importer:
             counts.records += len(lines)
             counts.raw_objects += 1
             progress.keys.append(key)
-            if fazenda != UNROUTED_FARM:
-                loader.feed(key, lines, ident)
-                mark = _tick(timer, "load", mark)
-                continue
-            progress.unrouted_records += len(lines)
-            found = unrouted_rejections(
-                key, dia, lines, self.clients, self.rule, self.row_ts, ident
-            )
-            for rejection in found:
-                by_code = progress.unrouted_by_code
-                by_code[rejection.reason_code] = by_code.get(rejection.reason_code, 0) + 1
-            rejections.extend(found)
-            mark = _tick(timer, "unrouted", mark)
-        if rejections:
-            self.warehouse.upsert_rejections(rejections)
-            mark = _tick(timer, "unrouted", mark)
+            # The one loader judges every line, _unrouted ones included (never a real farm's).
+            loader.feed(key, lines, ident, self.row_ts)
+            mark = _tick(timer, "load", mark)
         for put in puts:  # this chunk's objects are in the lake before the next chunk starts
             if put.result():
                 progress.objects_written += 1
@@ -451,40 +364,36 @@ class _Importer:
 
 def _reconcile(warehouse: Any, report: Any, progress: _Progress) -> dict[str, Any]:
     """Counts of the whole import, per partition too; WorkerError when they do not add up."""
-    by_code = dict(report.rejected_by_code)
-    unrouted_rejected = 0
-    for fazenda, dia, _code, count in _rejections_by_key(warehouse, progress.keys):
-        counts = progress.partitions.get((fazenda, dia))
+    for entry in report.objects.values():
+        counts = progress.partitions.get((entry.fazenda, entry.dia))
         if counts is not None:
-            counts.rejected += count
-        if fazenda == UNROUTED_FARM:
-            unrouted_rejected += count
-    for code, count in progress.unrouted_by_code.items():
-        by_code[code] = by_code.get(code, 0) + count
-    if unrouted_rejected != progress.unrouted_records:
+            counts.loaded += entry.loaded
+            counts.rejected += entry.rejected
+    filed = warehouse.rejection_counts(progress.keys)
+    if sum(filed.values()) != report.rejected:
         raise WorkerError(
-            f"{UNROUTED_FARM}: {progress.unrouted_records} records landed but "
-            f"{unrouted_rejected} rejections recorded"
+            f"{report.rejected} lines rejected but {sum(filed.values())} rejections recorded"
         )
-    records = report.landed + progress.unrouted_records
-    rejected = report.rejected + unrouted_rejected
-    if records != progress.records:
-        raise WorkerError(f"read {progress.records} records but processed {records}")
-    if records != report.loaded + rejected:
-        raise WorkerError(f"records {records} != loaded {report.loaded} + rejected {rejected}")
+    if report.landed != progress.records:
+        raise WorkerError(f"read {progress.records} records but processed {report.landed}")
+    if report.landed != report.loaded + report.rejected:
+        raise WorkerError(
+            f"records {report.landed} != loaded {report.loaded} + rejected {report.rejected}"
+        )
     partitions = [
         counts.entry(fazenda, dia) for (fazenda, dia), counts in sorted(progress.partitions.items())
     ]
-    if sum(p["rejected"] for p in partitions) != rejected:
+    if sum(p["rejected"] for p in partitions) != report.rejected:
         raise WorkerError("per-partition rejections do not add up to the load's rejections")
     return {
-        "records": records,
+        "records": report.landed,
         "loaded": report.loaded,
         "inserted": report.inserted,
         "updated": report.updated,
         "unchanged": report.unchanged,
-        "rejected": rejected,
-        "rejected_by_code": dict(sorted(by_code.items())),
+        "superseded": report.superseded,
+        "rejected": report.rejected,
+        "rejected_by_code": dict(sorted(report.rejected_by_code.items())),
         "partitions_touched": len(partitions),
         "partitions": partitions,
     }
