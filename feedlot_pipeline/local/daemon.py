@@ -74,7 +74,9 @@ class JsonHandler(BaseHTTPRequestHandler):
         return self.server.service
 
     def setup(self) -> None:
-        self.timeout = self.service.read_timeout  # each socket read; the deadline bounds all
+        # Each socket read gives up after this (a backstop); the watchdog's deadline, shorter,
+        # is what bounds a whole request and is counted in health's timed_out_reads.
+        self.timeout = 2 * self.service.read_timeout + 1
         super().setup()
 
     def handle_one_request(self) -> None:
