@@ -10,6 +10,7 @@ the embedded server.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.local.services import (
@@ -19,7 +20,7 @@ from feedlot_pipeline.local.services import (
     check_database_name,
     ensure_database,
 )
-from feedlot_pipeline.local.state import StatePaths, read_record, write_record
+from feedlot_pipeline.local.state import StatePaths, private_dir, read_record, write_record
 from feedlot_pipeline.local.supervisor import ServiceInfo, port_taken
 
 WAREHOUSE_DB = "feedlot"
@@ -120,6 +121,12 @@ def psycopg2_url(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+def pg_log(paths: StatePaths) -> Path:
+    """The embedded server's log, beside its data dir: the server's own user writes it, so
+    ``logs/`` stays closed to every other user."""
+    return paths.pg_data.parent / "postgres.log"
+
+
 def pg_lock_port(paths: StatePaths) -> int | None:
     """Port of the embedded server from postmaster.pid (line 4), if it has one."""
     try:
@@ -166,13 +173,14 @@ def start_postgres(
 
     record: dict = {"mode": "external"}
     if plan.embedded:
-        log = paths.log("postgres")
+        log = pg_log(paths)
         state = "reused"
         previous = pg_lock_port(paths)
         if previous and previous != pg_port and EmbeddedPostgres(paths.pg_data, previous).running():
             EmbeddedPostgres(paths.pg_data, previous).stop()  # FEEDLOT_PG_PORT changed
             state = "restarted"
         server = EmbeddedPostgres(paths.pg_data, pg_port, log)
+        private_dir(paths.pg_data.parent)
         if not server.running():
             server.start()
             state = "started" if state == "reused" else state
@@ -230,8 +238,6 @@ def migrate(warehouse_url: str) -> None:
 
 def status_lines(paths: StatePaths) -> list[ServiceInfo]:
     """The warehouse / postgres lines of ``feedlot local status``."""
-    from pathlib import Path
-
     pg = read_record(paths.record("postgres"))
     if pg is None:
         return []
@@ -254,7 +260,7 @@ def status_lines(paths: StatePaths) -> list[ServiceInfo]:
                 server.pid(),
                 alive,
                 "running" if alive else "down",
-                paths.log("postgres"),
+                pg_log(paths),
                 "embedded",
             )
         )

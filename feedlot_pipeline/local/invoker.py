@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from feedlot_pipeline.local.lambda_runtime import (
+    ACCOUNT,
     DEFAULT_TIMEOUT_SECONDS,
     Handler,
     LambdaContext,
@@ -35,6 +36,7 @@ from feedlot_pipeline.local.state import private_dir, write_private
 
 DEFAULT_RETRY_SECONDS = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 60.0)
 DEFAULT_CONCURRENCY = 8
+DEFAULT_FUNCTION_NAME = "feedlot-sns-landing"
 
 
 @dataclass
@@ -70,17 +72,18 @@ class Invoker:
         failures_dir: Path,
         logger: logging.Logger,
         *,
-        function_name: str,
+        function_name: str = DEFAULT_FUNCTION_NAME,
         retry_seconds: tuple[float, ...] = DEFAULT_RETRY_SECONDS,
         concurrency: int = DEFAULT_CONCURRENCY,
         timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
         region: str = "us-east-1",
+        account: str = ACCOUNT,
     ) -> None:
         self.handler_spec = handler_spec
         self.failures_dir = failures_dir
         self.log = logger
         self.function_name = function_name
-        self.function_arn = function_arn(region, function_name)
+        self.function_arn = function_arn(region, function_name, account)
         self.retry_seconds = tuple(retry_seconds)
         self.timeout_seconds = timeout_seconds
         self.stats = Stats()

@@ -34,6 +34,7 @@ from feedlot_pipeline.local.daemon import (
 )
 from feedlot_pipeline.local.invoker import (  # noqa: F401 - re-exported
     DEFAULT_CONCURRENCY,
+    DEFAULT_FUNCTION_NAME,
     DEFAULT_RETRY_SECONDS,
     Invoker,
     Stats,
@@ -47,7 +48,6 @@ from feedlot_pipeline.local.lambda_runtime import (  # noqa: F401 - re-exported
 )
 from feedlot_pipeline.local.services import LOOPBACK
 
-DEFAULT_FUNCTION_NAME = "feedlot-sns-landing"
 DEFAULT_S3_FUNCTION_NAME = "feedlot-s3-landing"
 SNS_PATH = "/sns"
 S3_PATH = "/s3"

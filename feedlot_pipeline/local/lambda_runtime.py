@@ -82,8 +82,8 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
-def function_arn(region: str, function_name: str) -> str:
-    return f"arn:aws:lambda:{region}:{ACCOUNT}:function:{function_name}"
+def function_arn(region: str, function_name: str, account: str = ACCOUNT) -> str:
+    return f"arn:aws:lambda:{region}:{account}:function:{function_name}"
 
 
 def load_handler(spec: str) -> Handler:

@@ -38,14 +38,15 @@ telemetry:
 def private_dir(path: Path) -> Path:
     """Create ``path`` (and missing parents) with mode 0700; tighten it when it exists.
 
-    Only read and write bits of group and others are removed from an existing folder: the
-    embedded PostgreSQL, run as another user when we are root, needs "others may traverse".
+    An existing folder keeps only its owner's bits and "others may traverse" (0701): the
+    embedded PostgreSQL, run as another user when we are root, needs to pass through.
     """
     path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
     with contextlib.suppress(OSError):  # a folder of another owner: leave it as it is
         mode = path.stat().st_mode & 0o777
-        if mode & 0o066:
-            path.chmod(mode & ~0o066)
+        tight = mode & (PRIVATE_DIR | 0o001)
+        if tight != mode:
+            path.chmod(tight)
     return path
 
 

@@ -60,11 +60,18 @@ def assert_private(state: Path) -> None:
     """Files that may hold a password, the API key or records: 0600; their folders: 0700."""
     files = [state / "env", *(state / "run").glob("*.json"), *(state / "logs").glob("*.log")]
     assert state / "run" / "postgres.json" in files
+    postgres = state / "postgres"
+    if postgres.exists():  # the embedded server's folder and log (owned by its own user as root)
+        files.append(postgres / "postgres.log")
     for path in files:
-        if path.name == "postgres.log" and os.geteuid() == 0:
-            continue  # owned by the server's own user, still not readable by others
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
-    for folder in (state, state / "run", state / "logs"):
+    assert stat.S_IMODE((state / "logs").stat().st_mode) == 0o700
+    for folder in (
+        state,
+        state / "run",
+        state / "logs",
+        *([postgres] if postgres.exists() else []),
+    ):
         mode = stat.S_IMODE(folder.stat().st_mode)
         # 0700; as root "others may traverse" (x) is added for the PostgreSQL server's user
         assert mode & ~0o001 == 0o700, (folder, oct(mode))
