@@ -331,7 +331,7 @@ class LocalSettings(_FromEnv):
     )
     moto_port: int = Field(4566, gt=0, lt=65536, description="port of the local moto server")
     pg_port: int = Field(
-        54329, gt=0, lt=65536, description="port of the embedded PostgreSQL of the local stack"
+        15432, gt=0, lt=65536, description="port of the embedded PostgreSQL of the local stack"
     )
     lambda_port: int = Field(9010, gt=0, lt=65536, description="port of the local Lambda bridge")
     ingest_api_port: int = Field(
@@ -340,11 +340,25 @@ class LocalSettings(_FromEnv):
     ssm_agent_port: int = Field(
         9030, gt=0, lt=65536, description="port of the local SSM agent stand-in"
     )
+    ingest_api_read_timeout_seconds: float = Field(
+        10,
+        gt=0,
+        description="seconds a client of the local API gateway has to send a request's line, "
+        "headers and body (also the idle keep-alive timeout); a slower one is disconnected",
+    )
+    ingest_api_max_connections: int = Field(
+        64,
+        ge=1,
+        description="connections the local API gateway serves at once (one more is answered 503 "
+        "with Retry-After)",
+    )
     lambda_concurrency: int = Field(
         8, ge=1, description="Lambda invocations the local bridge runs at once"
     )
     lambda_retry_seconds: str = Field(
-        "1,2", description="delays (s) of the local bridge's retries of a failed invocation"
+        "1,2,4,8,16,30,60",
+        description="delays (s) of the local bridge's retries of a failed invocation (bounded "
+        "like Lambda's async retries: a 2-minute downstream outage is ridden out)",
     )
     sns_handler: str = Field(
         "feedlot_pipeline.lambdas.sns_handler:handler",

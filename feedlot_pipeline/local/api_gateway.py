@@ -2,8 +2,9 @@
 
 moto records API Gateway resources but cannot serve a deployed stage, and Lambda needs Docker.
 This server is that stage on loopback: each HTTP request becomes the REST API proxy event
-(payload 1.0) API Gateway would send, the real handler is called in-process (synchronously, as
-API Gateway invokes a proxy Lambda), and its proxy response becomes the HTTP response.
+(payload 1.0, ``proxy_event.py``) API Gateway would send, the real handler is called in-process
+(synchronously, as API Gateway invokes a proxy Lambda), and its proxy response becomes the HTTP
+response.
 
 What API Gateway does before the Lambda is done here too, in the same order:
 
@@ -22,6 +23,10 @@ What API Gateway does before the Lambda is done here too, in the same order:
   API Gateway does for ``binaryMediaTypes: */*``); the handler decides what to do with it.
 - a handler that raises or returns a malformed response is 502 ``{"message": "Internal server
   error"}``, as API Gateway answers.
+- a slow client cannot hold a thread: it has ``FEEDLOT_INGEST_API_READ_TIMEOUT_SECONDS`` (10) to
+  send its request line, headers and body, and at most ``FEEDLOT_INGEST_API_MAX_CONNECTIONS`` (64)
+  connections are served at once (one more is answered 503 with ``Retry-After``; see
+  ``daemon.py``).
 
 Run: ``python -m feedlot_pipeline.local.api_gateway --port 9020 --state-dir .feedlot``
 (``feedlot local up`` does). ``GET /health`` (no key) reports counts as JSON.
@@ -35,40 +40,33 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import hmac
 import json
-import logging
-import os
-import signal
 import sys
 import threading
 import time
 import traceback
 import uuid
 from collections import Counter
-from datetime import datetime, timezone
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
-from feedlot_pipeline.local.lambda_bridge import Handler, LambdaContext, load_handler
-from feedlot_pipeline.local.services import LOOPBACK, JsonLogFormatter, ServiceError
+from feedlot_pipeline.core.settings import LocalSettings, Settings
+from feedlot_pipeline.local.daemon import HttpDaemon, JsonHandler, wait_for_signal
+from feedlot_pipeline.local.lambda_runtime import Handler, LambdaContext, function_arn, load_handler
+from feedlot_pipeline.local.proxy_event import (  # noqa: F401 - re-exported
+    DEFAULT_STAGE,
+    ROUTES,
+    key_id,
+    to_proxy_event,
+)
+from feedlot_pipeline.local.services import LOOPBACK, ServiceError
 
-DEFAULT_HANDLER = "feedlot_pipeline.lambdas.api_handler:handler"
 DEFAULT_FUNCTION_NAME = "feedlot-api-landing"
-DEFAULT_PORT = 9020
-DEFAULT_STAGE = "local"
-ROUTES: dict[str, tuple[str, ...]] = {"/consumo": ("POST",)}
 API_GATEWAY_MAX_BODY = 10 * 1024 * 1024  # the service's own payload limit
 MIN_KEY_LENGTH = 20  # API Gateway refuses API key values shorter than this
 READ_CHUNK = 64 * 1024
-ACCOUNT = "123456789012"
-
-
-# --- configuration -------------------------------------------------------------------------------
 
 
 def resolve_api_key(explicit: str | None = None) -> str:
@@ -76,10 +74,12 @@ def resolve_api_key(explicit: str | None = None) -> str:
     FEEDLOT_INGEST_API_KEY_PARAMETER (SecureString, decrypted). No key at all is an error, never a
     default.
     """
-    key = explicit or os.environ.get("FEEDLOT_INGEST_API_KEY")
+    settings = Settings()
+    configured = settings.ingest_api_key.get_secret_value() if settings.ingest_api_key else None
+    key = explicit or configured
     source = "FEEDLOT_INGEST_API_KEY"
     if not key:
-        parameter = os.environ.get("FEEDLOT_INGEST_API_KEY_PARAMETER")
+        parameter = settings.ingest_api_key_parameter
         if not parameter:
             raise ServiceError(
                 "no API key configured: set FEEDLOT_INGEST_API_KEY or "
@@ -98,106 +98,15 @@ def resolve_api_key(explicit: str | None = None) -> str:
 
 
 def max_body_bytes() -> int:
-    from feedlot_pipeline.core.settings import env
-
-    return int(env("FEEDLOT_INGEST_API_MAX_BODY_BYTES"))
+    return Settings().ingest_api_max_body_bytes
 
 
-# --- event shape ---------------------------------------------------------------------------------
-
-
-def to_proxy_event(
-    *,
-    method: str,
-    path: str,
-    query: str,
-    header_items: list[tuple[str, str]],
-    body: bytes | None,
-    request_id: str,
-    api_key: str | None,
-    source_ip: str,
-    stage: str = DEFAULT_STAGE,
-    api_id: str = "local",
-    host: str = LOOPBACK,
-) -> dict:
-    """The REST API proxy event (payload 1.0) API Gateway sends the Lambda for one request."""
-    headers: dict[str, str] = {}
-    multi_headers: dict[str, list[str]] = {}
-    for name, value in header_items:
-        headers[name] = value  # API Gateway keeps the last value in ``headers``
-        multi_headers.setdefault(name, []).append(value)
-    multi_query = parse_qs(query, keep_blank_values=True) if query else {}
-    if body is None or body == b"":
-        text, encoded = None, False
-    else:
-        try:
-            text, encoded = body.decode("utf-8"), False
-        except UnicodeDecodeError:
-            text, encoded = base64.b64encode(body).decode("ascii"), True
-    now = datetime.now(timezone.utc)
-    resource = path if path in ROUTES else "/{proxy+}"
-    return {
-        "resource": resource,
-        "path": path,
-        "httpMethod": method,
-        "headers": headers or None,
-        "multiValueHeaders": multi_headers or None,
-        "queryStringParameters": {k: v[-1] for k, v in multi_query.items()} or None,
-        "multiValueQueryStringParameters": multi_query or None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "resourceId": hashlib.sha1(resource.encode()).hexdigest()[:6],
-            "resourcePath": resource,
-            "httpMethod": method,
-            "extendedRequestId": request_id[:16],
-            "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-            "path": f"/{stage}{path}",
-            "accountId": ACCOUNT,
-            "protocol": "HTTP/1.1",
-            "stage": stage,
-            "domainPrefix": api_id,
-            "requestTimeEpoch": int(now.timestamp() * 1000),
-            "requestId": request_id,
-            "identity": {
-                "cognitoIdentityPoolId": None,
-                "accountId": None,
-                "cognitoIdentityId": None,
-                "caller": None,
-                "sourceIp": source_ip,
-                "principalOrgId": None,
-                "accessKey": None,
-                "cognitoAuthenticationType": None,
-                "cognitoAuthenticationProvider": None,
-                "userArn": None,
-                "userAgent": headers.get("User-Agent") or headers.get("user-agent"),
-                "user": None,
-                "apiKey": api_key,
-                "apiKeyId": _key_id(api_key) if api_key else None,
-            },
-            "domainName": host,
-            "apiId": api_id,
-        },
-        "body": text,
-        "isBase64Encoded": encoded,
-    }
-
-
-def _key_id(key: str) -> str:
-    """A stable, non-secret id for the key (API Gateway logs the key id, never the key)."""
-    return hashlib.sha256(key.encode()).hexdigest()[:10]
-
-
-# --- logging -------------------------------------------------------------------------------------
-
-
-# --- HTTP ----------------------------------------------------------------------------------------
-
-
-class _RequestHandler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"  # keep-alive: clients reuse connections, as with API Gateway
+class _RequestHandler(JsonHandler):
     server_version = "feedlot-api-gateway/1"
+
+    @property
+    def gateway(self) -> ApiGateway:
+        return self.service  # type: ignore[return-value]
 
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
         self._handle("GET")
@@ -221,7 +130,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         self._handle("OPTIONS")
 
     def _handle(self, method: str) -> None:
-        gateway = self.server.gateway
+        gateway = self.gateway
         started = time.perf_counter()
         request_id = str(uuid.uuid4())
         path, _, query = self.path.partition("?")
@@ -290,13 +199,18 @@ class _RequestHandler(BaseHTTPRequestHandler):
             )
             self._discard(length)  # after answering: the client reads it once it has sent
             return status
-        body = self.rfile.read(length) if length > 0 else None
+        body = self.read_body(length)
+        if len(body) < length:  # the client stopped sending (or was cut off at its deadline)
+            self.close_connection = True
+            return self._reply(
+                HTTPStatus.BAD_REQUEST, {"message": "body shorter than Content-Length"}, request_id
+            )
         event = to_proxy_event(
             method=method,
             path=path,
             query=query,
             header_items=list(self.headers.items()),
-            body=body,
+            body=body or None,
             request_id=request_id,
             api_key=given,
             source_ip=self.client_address[0],
@@ -308,8 +222,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _invoke(self, gateway: ApiGateway, event: dict, request_id: str) -> int:
         context = LambdaContext(
             function_name=gateway.function_name,
-            invoked_function_arn=f"arn:aws:lambda:{gateway.region}:{ACCOUNT}:function:"
-            f"{gateway.function_name}",
+            invoked_function_arn=function_arn(gateway.region, gateway.function_name),
             aws_request_id=str(uuid.uuid4()),
         )
         try:
@@ -356,6 +269,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True  # beyond what API Gateway would ever read
             return
         left = length
+        self.watch()  # draining is reading too: the same deadline
         try:
             while left > 0:
                 chunk = self.rfile.read(min(READ_CHUNK, left))
@@ -364,6 +278,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 left -= len(chunk)
         except OSError:
             self.close_connection = True
+        finally:
+            self.unwatch()
         if left:
             self.close_connection = True
 
@@ -396,18 +312,15 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         return status
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass  # one structured line per request is logged by the gateway instead
 
+class ApiGateway(HttpDaemon):
+    """The HTTP stage plus the handler it calls; ``start()`` serves on a background thread.
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-    gateway: ApiGateway
+    Unset arguments come from the settings (key, handler, body limit, read timeout, connections).
+    """
 
-
-class ApiGateway:
-    """The HTTP stage plus the handler it calls; ``start()`` serves on a background thread."""
+    name = "api_gateway"
+    handler_class = _RequestHandler
 
     def __init__(
         self,
@@ -420,38 +333,28 @@ class ApiGateway:
         stage: str = DEFAULT_STAGE,
         function_name: str = DEFAULT_FUNCTION_NAME,
         max_body: int | None = None,
+        read_timeout: float | None = None,
+        max_connections: int | None = None,
     ) -> None:
-        self.host = host
-        self.port = port
+        local, settings = LocalSettings(), Settings()
         self.api_key = resolve_api_key(api_key)
-        self.handler_spec = (
-            handler or os.environ.get("FEEDLOT_INGEST_API_HANDLER") or DEFAULT_HANDLER
+        super().__init__(
+            host,
+            port,
+            log_path=Path(state_dir) / "logs" / "api_gateway.log" if state_dir else None,
+            read_timeout=read_timeout or local.ingest_api_read_timeout_seconds,
+            max_connections=max_connections or local.ingest_api_max_connections,
         )
+        self.handler_spec = handler or local.ingest_api_handler
         self.stage = stage
         self.function_name = function_name
-        self.region = os.environ.get("AWS_DEFAULT_REGION", "us-east-1")
-        self.max_body_bytes = max_body if max_body is not None else max_body_bytes()
-        self.log = logging.getLogger(f"feedlot.api_gateway.{id(self)}")
-        self.log.setLevel(logging.INFO)
-        self.log.propagate = False
-        self._log_handler: logging.Handler = logging.NullHandler()
-        if state_dir is not None:
-            path = Path(state_dir) / "logs" / "api_gateway.log"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._log_handler = logging.FileHandler(path, encoding="utf-8")
-            self._log_handler.setFormatter(JsonLogFormatter("api_gateway"))
-        self.log.addHandler(self._log_handler)
+        self.region = settings.region
+        self.max_body_bytes = (
+            max_body if max_body is not None else settings.ingest_api_max_body_bytes
+        )
         self._handler: Handler | None = None
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self._statuses: Counter[int] = Counter()
-        self._started_at = time.time()
-
-    @property
-    def url(self) -> str:
-        """Base URL of the stage: POST ``{url}/consumo``."""
-        return f"http://{self.host}:{self.port}"
 
     def handler(self) -> Handler:
         if self._handler is None:
@@ -459,78 +362,59 @@ class ApiGateway:
         return self._handler
 
     def start(self) -> ApiGateway:
-        self._server = _Server((self.host, self.port), _RequestHandler)
-        self._server.gateway = self
-        self.port = self._server.server_address[1]  # port 0 → the one the OS chose
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="api-gateway-http", daemon=True
-        )
-        self._thread.start()
-        self.log.info(
-            "listening",
-            extra={
-                "fields": {
-                    "url": self.url,
-                    "handler": self.handler_spec,
-                    "pid": os.getpid(),
-                    "max_body_bytes": self.max_body_bytes,
-                    "api_key_id": _key_id(self.api_key),
-                }
-            },
-        )
+        super().start()
         return self
-
-    def stop(self) -> None:
-        """Stop accepting and release the port (requests in flight finish on their threads)."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        self.log.info("stopped", extra={"fields": {"statuses": dict(self._statuses)}})
-        self.log.removeHandler(self._log_handler)
-        self._log_handler.close()
 
     def __enter__(self) -> ApiGateway:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "handler": self.handler_spec,
+            "max_body_bytes": self.max_body_bytes,
+            "api_key_id": key_id(self.api_key),
+        }
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Stop accepting, let requests in flight finish, release the port."""
+        self.stop_serving(grace)
+        with self._count_lock:
+            statuses = dict(self._statuses)
+        self.log.info("stopped", extra={"fields": {"statuses": statuses}})
+        self.close_log()
 
     def count(self, status: int) -> None:
-        with self._lock:
+        with self._count_lock:
             self._statuses[status] += 1
 
-    def health(self) -> dict:
-        with self._lock:
+    def health(self) -> dict[str, Any]:
+        with self._count_lock:
             statuses = {str(k): v for k, v in sorted(self._statuses.items())}
+            requests = sum(self._statuses.values())
         return {
-            "status": "ok",
-            "pid": os.getpid(),
+            **super().health(),
             "url": self.url,
             "routes": {path: list(methods) for path, methods in ROUTES.items()},
             "handler": self.handler_spec,
-            "api_key_id": _key_id(self.api_key),
+            "api_key_id": key_id(self.api_key),
             "max_body_bytes": self.max_body_bytes,
-            "uptime_s": round(time.time() - self._started_at, 1),
-            "requests": sum(self._statuses.values()),
+            "read_timeout_s": self.read_timeout,
+            "max_connections": self.max_connections,
+            "requests": requests,
             "statuses": statuses,
         }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM/SIGINT."""
+    local = LocalSettings()
     parser = argparse.ArgumentParser(prog="python -m feedlot_pipeline.local.api_gateway")
     parser.add_argument("--host", default=LOOPBACK)
+    parser.add_argument("--port", type=int, default=local.ingest_api_port)
+    parser.add_argument("--state-dir", type=Path, default=local.state_dir)
     parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("FEEDLOT_INGEST_API_PORT") or DEFAULT_PORT)
-    )
-    parser.add_argument(
-        "--state-dir", type=Path, default=Path(os.environ.get("FEEDLOT_STATE_DIR", ".feedlot"))
-    )
-    parser.add_argument(
-        "--handler",
-        default=None,
-        help=f"module:function (default FEEDLOT_INGEST_API_HANDLER or {DEFAULT_HANDLER})",
+        "--handler", default=None, help=f"module:function (default {local.ingest_api_handler})"
     )
     args = parser.parse_args(argv)
     try:
@@ -549,10 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     print(f"api gateway: POST {gateway.url}/consumo (handler {gateway.handler_spec})", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
+    wait_for_signal()
     gateway.stop()
     return 0
 

@@ -81,7 +81,7 @@ def provision(settings: Settings | None = None, max_receive_count: int = 5) -> P
         "Attributes"
     ]["QueueArn"]
     drops = provision_file_drops(s, max_receive_count)
-    failure_topic_arn, failures_inbox_url = provision_failures()
+    failure_topic_arn, failures_inbox_url = provision_failures(s)
     return Provisioned(
         topic_arn,
         queue_url,
@@ -97,18 +97,17 @@ def provision(settings: Settings | None = None, max_receive_count: int = 5) -> P
     )
 
 
-def provision_failures() -> tuple[str, str]:
+def provision_failures(settings: Settings | None = None) -> tuple[str, str]:
     """The failure topic and its inbox queue, subscribed with raw delivery: (topic ARN, URL).
 
     Raw delivery puts the failure document itself in the queue (no SNS envelope), so
     ``feedlot dlq list --queue feedlot-failures-inbox`` shows it as published.
     """
-    from feedlot_pipeline.core.settings import env
-
-    topic_arn = client("sns").create_topic(Name=env("FEEDLOT_FAILURE_TOPIC"))["TopicArn"]
+    s = settings or Settings()
+    topic_arn = client("sns").create_topic(Name=s.failure_topic)["TopicArn"]
     sqs = client("sqs")
     inbox_url = sqs.create_queue(
-        QueueName=env("FEEDLOT_FAILURES_INBOX"),
+        QueueName=s.failures_inbox,
         Attributes={"MessageRetentionPeriod": "1209600"},
     )["QueueUrl"]
     inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox_url, AttributeNames=["QueueArn"])[
@@ -163,11 +162,9 @@ def provision_file_drops(s: Settings, max_receive_count: int = 5) -> FileDrops:
     the same path (moto's Firehose writes each PutRecordBatch as one object at once, and that
     write raises the bucket's notifications like any other PutObject).
     """
-    from feedlot_pipeline.core.settings import env
-
-    prefix = env("FEEDLOT_LANDING_INPUT_PREFIX")
+    prefix = s.landing_input_prefix
     sns = client("sns")
-    topic_arn = sns.create_topic(Name=env("FEEDLOT_FILE_DROPS_TOPIC"))["TopicArn"]
+    topic_arn = sns.create_topic(Name=s.file_drops_topic)["TopicArn"]
     account = topic_arn.split(":")[4]
     sns.set_topic_attributes(
         TopicArn=topic_arn,
@@ -206,14 +203,14 @@ def provision_file_drops(s: Settings, max_receive_count: int = 5) -> FileDrops:
     )
     sqs = client("sqs")
     dlq_url = sqs.create_queue(
-        QueueName=env("FEEDLOT_LARGE_FILE_DLQ"),
+        QueueName=s.large_file_dlq,
         Attributes={"MessageRetentionPeriod": "1209600"},
     )["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
     large_url = sqs.create_queue(
-        QueueName=env("FEEDLOT_LARGE_FILE_QUEUE"),
+        QueueName=s.large_file_queue,
         Attributes={
             "VisibilityTimeout": "30",  # as the sensor queue: the sensor's pending discipline
             "MessageRetentionPeriod": "1209600",
@@ -227,10 +224,8 @@ def provision_file_drops(s: Settings, max_receive_count: int = 5) -> FileDrops:
 
 def _firehose(s: Settings, prefix: str, account: str) -> str:
     """The delivery stream into ``<input prefix>firehose/`` (created once, then described)."""
-    from feedlot_pipeline.core.settings import env
-
     firehose = client("firehose")
-    name = env("FEEDLOT_FIREHOSE_STREAM")
+    name = s.firehose_stream
     try:
         found = firehose.describe_delivery_stream(DeliveryStreamName=name)
         return found["DeliveryStreamDescription"]["DeliveryStreamARN"]

@@ -10,6 +10,8 @@ import contextlib
 import json
 import logging
 import os
+import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -23,6 +25,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 LOOPBACK = "127.0.0.1"
+# Linux hands ports 32768-60999 to outgoing connections: a port picked there for a service may be
+# taken by any connection before the service binds it. Defaults and free_port() stay below.
+EPHEMERAL_PORTS = range(32768, 61000)
+FREE_PORTS = range(20000, 32768)
+# What ensure_database puts between quotes in CREATE DATABASE: a plain identifier, no quoting.
+DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
 @contextlib.contextmanager
@@ -71,7 +79,19 @@ def port_open(port: int, host: str = LOOPBACK) -> bool:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A loopback port nothing uses now, below the ephemeral range (see ``FREE_PORTS``), so that
+    no outgoing connection takes it before the service it is for binds it."""
+    pick = secrets.SystemRandom()  # independent in every process (parallel test workers)
+    for _ in range(200):
+        port = pick.choice(FREE_PORTS)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue
+        if not port_open(port):
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # the OS's choice, then
         sock.bind((LOOPBACK, 0))
         return sock.getsockname()[1]
 
@@ -103,14 +123,15 @@ def start_moto(port: int, log_path: Path) -> subprocess.Popen:
         import moto  # noqa: F401
     except ImportError:
         raise ServiceError("moto is not installed: pip install -e '.[local]'") from None
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    from feedlot_pipeline.local.state import open_private_log
+
+    with open_private_log(log_path) as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     wait_for_port(port, 30, proc, "moto server")
     return proc
 
@@ -188,10 +209,13 @@ class EmbeddedPostgres:
             raise ServiceError(
                 f"port {self.port} is already in use; set FEEDLOT_PG_PORT or FEEDLOT_WAREHOUSE_URL"
             )
-        log = self.log_path or self.data_dir.parent / "postgres.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log.touch()
+        from feedlot_pipeline.local.state import private_file
+
+        log = private_file(self.log_path or self.data_dir.parent / "postgres.log")
         self._chown(log)
+        if kw:  # the server user opens its log: it must traverse the (private) log folder
+            mode = log.parent.stat().st_mode
+            log.parent.chmod(mode | 0o001)
         # A throwaway dev/test server: no fsync, and no checkpoint in the middle of a bulk load
         # (a 1M-row load writes ~1 GB of WAL; a checkpoint there made its time vary by ±30 %).
         opts = (
@@ -204,7 +228,19 @@ class EmbeddedPostgres:
         wait_for_port(self.port, 30, what="embedded PostgreSQL")
 
     def running(self) -> bool:
-        return (self.data_dir / "postmaster.pid").exists() and port_open(self.port)
+        """The postmaster of this data dir is alive and its port answers (a stale lock file left
+        by a crash, or a stranger on the port, is not "running")."""
+        import psutil
+
+        pid = self.pid()
+        if pid is None or not psutil.pid_exists(pid):
+            return False
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.Error:
+            return False
+        return port_open(self.port)
 
     def pid(self) -> int | None:
         """The postmaster's pid from its lock file (first line), if the lock file is there."""
@@ -255,11 +291,26 @@ def _shared_pginstall(pginstall: Path) -> Path:
     return bin_dir
 
 
+def check_database_name(name: object, source: str = "") -> str:
+    """``name`` if it is a plain identifier (``DATABASE_NAME``), else a ServiceError saying so."""
+    if isinstance(name, str) and DATABASE_NAME.fullmatch(name):
+        return name
+    where = f" (from {source})" if source else ""
+    raise ServiceError(
+        f"database name {name!r}{where} is not allowed: use letters, digits and _, not starting "
+        "with a digit, at most 63 characters"
+    )
+
+
 def ensure_database(server_url: str, name: str) -> str:
-    """Create database ``name`` on the server of ``server_url`` if missing; return its URL."""
+    """Create database ``name`` on the server of ``server_url`` if missing; return its URL.
+
+    ``name`` must be a plain identifier (ServiceError otherwise, before connecting).
+    """
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
+    check_database_name(name)
     url = make_url(server_url)
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
@@ -268,7 +319,7 @@ def ensure_database(server_url: str, name: str) -> str:
                 text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
             ).first()
             if not exists:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))  # identifier, checked below
+                conn.execute(text(f'CREATE DATABASE "{name}"'))  # an identifier, checked above
     finally:
         admin.dispose()
     return url.set(database=name).render_as_string(hide_password=False)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from feedlot_pipeline.core.settings import DEFAULTS
 from feedlot_pipeline.local import stack
 from feedlot_pipeline.local.services import ServiceError
 
@@ -36,25 +37,37 @@ def _table(services: list[stack.ServiceInfo]) -> None:
         click.echo((line + extra).rstrip())
 
 
-@click.group()
-def local() -> None:
-    """Start, stop or inspect the local stack (moto, PostgreSQL, Lambda bridge).
+# (variable, what) of the settings `feedlot local` reads; defaults come from core.settings.
+_SETTINGS = (
+    ("FEEDLOT_STATE_DIR", "state folder"),
+    ("FEEDLOT_MOTO_PORT", "moto server port"),
+    ("FEEDLOT_PG_PORT", "embedded PostgreSQL port"),
+    ("FEEDLOT_LAMBDA_PORT", "Lambda bridge port"),
+    ("FEEDLOT_INGEST_API_PORT", "local API gateway port, POST /consumo"),
+    ("FEEDLOT_INGEST_API_KEY", "its API key (generated and kept when unset)"),
+    ("FEEDLOT_SSM_AGENT_PORT", "local SSM agent / SSM endpoint port"),
+    ("FEEDLOT_WAREHOUSE_URL", "use this server instead of an embedded one"),
+    ("FEEDLOT_DAGSTER_STORAGE_URL", "Dagster storage (default: <warehouse db>_dagster beside it)"),
+    ("FEEDLOT_SNS_HANDLER", "handler the bridge calls (module:function)"),
+    ("FEEDLOT_LAMBDA_RETRY_SECONDS", "delays of the bridge's retries"),
+    ("FEEDLOT_LAMBDA_CONCURRENCY", "concurrent invocations in the bridge"),
+)
 
-    \b
-    Settings (environment):
-      FEEDLOT_STATE_DIR             state folder (.feedlot)
-      FEEDLOT_MOTO_PORT             moto server port (4566)
-      FEEDLOT_PG_PORT               embedded PostgreSQL port (54329)
-      FEEDLOT_LAMBDA_PORT           Lambda bridge port (9010)
-      FEEDLOT_INGEST_API_PORT       local API gateway port, POST /consumo (9020)
-      FEEDLOT_INGEST_API_KEY        its API key (generated and kept when unset)
-      FEEDLOT_SSM_AGENT_PORT        local SSM agent / SSM endpoint port (9030)
-      FEEDLOT_WAREHOUSE_URL         use this server instead of an embedded one
-      FEEDLOT_DAGSTER_STORAGE_URL   Dagster storage (default: database dagster beside it)
-      FEEDLOT_SNS_HANDLER           handler the bridge calls (module:function)
-      FEEDLOT_LAMBDA_RETRY_SECONDS  delays of the bridge's retries (1,2)
-      FEEDLOT_LAMBDA_CONCURRENCY    concurrent invocations in the bridge (4)
-    """
+
+def _settings_help() -> str:
+    lines = []
+    for variable, what in _SETTINGS:
+        default = DEFAULTS.get(variable)
+        lines.append(f"  {variable:<30}{what}" + (f" ({default})" if default else ""))
+    return "\n".join(lines)
+
+
+@click.group(
+    help="Start, stop or inspect the local stack (moto, PostgreSQL, Lambda bridge, API gateway, "
+    "SSM agent).\n\n\b\nSettings (environment):\n" + _settings_help()
+)
+def local() -> None:
+    pass
 
 
 @local.command(short_help="Start the stack (reusing what runs) and print its environment.")
@@ -83,7 +96,7 @@ def up(state_dir: Path) -> None:
 @local.command(short_help="Stop every process the stack started.")
 @_STATE_DIR
 def down(state_dir: Path) -> None:
-    """Stop every process the stack started (moto, Lambda bridge, embedded PostgreSQL)."""
+    """Stop every process the stack started (emulators, moto, embedded PostgreSQL)."""
     stopped = stack.down(state_dir)
     if not stopped:
         click.echo(f"Nothing to stop in {_shown(state_dir.resolve())}.")

@@ -57,3 +57,14 @@ def fail_once(event: dict, context: Any) -> dict:
     if first:
         raise ConnectionError("transient")
     return {"ok": True}
+
+
+# A downstream outage: until this monotonic time every invocation fails as if S3 were down.
+OUTAGE_UNTIL = 0.0
+
+
+def during_outage(event: dict, context: Any) -> dict:
+    _record(event, context)
+    if time.monotonic() < OUTAGE_UNTIL:
+        raise ConnectionError("downstream unavailable")
+    return {"ok": True}

@@ -11,7 +11,10 @@ import http.client
 import json
 import os
 import secrets
+import select
 import socket
+import threading
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -20,12 +23,13 @@ from typing import Any
 import pytest
 import requests
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.contracts import LandingNotice
 from feedlot_pipeline.lambdas import common
 from feedlot_pipeline.local.api_gateway import ApiGateway, resolve_api_key
-from feedlot_pipeline.local.services import LOOPBACK, ServiceError
+from feedlot_pipeline.local.services import LOOPBACK, ServiceError, port_open
 from feedlot_pipeline.warehouse.store import Warehouse
 from feedlot_pipeline_tests.helpers import (
     hostile_requests,
@@ -55,6 +59,11 @@ def broken_handler(event: dict, context: Any) -> dict:
 
 def malformed_handler(event: dict, context: Any) -> dict:
     return {"body": "no status code"}
+
+
+def slow_handler(event: dict, context: Any) -> dict:
+    time.sleep(1.0)
+    return echo_handler(event, context)
 
 
 @pytest.fixture(autouse=True)
@@ -184,6 +193,108 @@ def test_body_limit_is_enforced_before_the_body_is_read(moto_endpoint, api_key) 
         assert EVENTS and len(EVENTS) == 1
     finally:
         gw.stop()
+
+
+# --- read timeouts, connection cap, graceful stop (issue 11) -------------------------------------
+
+
+def _closed(sock: socket.socket, within: float) -> bool:
+    """Whether the server closes ``sock`` within ``within`` seconds (whatever it answers)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        readable, _, _ = select.select([sock], [], [], 0.05)
+        if readable:
+            try:
+                if not sock.recv(65536):
+                    return True
+            except OSError:
+                return True
+    return False
+
+
+def test_a_slow_or_silent_client_cannot_hold_a_thread(moto_endpoint, api_key) -> None:
+    EVENTS.clear()
+    gw = ApiGateway(
+        0, api_key=api_key, handler=f"{__name__}:echo_handler", read_timeout=0.5
+    ).start()
+    try:
+        with socket.create_connection((LOOPBACK, gw.port), timeout=5) as silent:
+            assert _closed(silent, 3)  # connected, never sent a byte
+        # Headers trickled a byte every 0.1 s: each read is in time, the whole request is not.
+        with socket.create_connection((LOOPBACK, gw.port), timeout=5) as trickle:
+            head = f"POST /consumo HTTP/1.1\r\nHost: x\r\nx-api-key: {api_key}\r\n".encode()
+            cut_off = False
+            started = time.monotonic()
+            for byte in head * 20:
+                try:
+                    trickle.send(bytes([byte]))
+                except OSError:
+                    cut_off = True
+                    break
+                if _closed(trickle, 0.1):
+                    cut_off = True
+                    break
+            assert cut_off and time.monotonic() - started < 3
+        # Complete headers, a body that stops half-way: cut off, the handler never called.
+        with socket.create_connection((LOOPBACK, gw.port), timeout=5) as stalled:
+            stalled.sendall(
+                f"POST /consumo HTTP/1.1\r\nHost: x\r\nx-api-key: {api_key}\r\n"
+                "Content-Length: 100\r\n\r\n0123456789".encode()
+            )
+            assert _closed(stalled, 3)
+        assert EVENTS == []
+        health = requests.get(f"{gw.url}/health", timeout=5).json()
+        assert health["timed_out_reads"] >= 3 and health["read_timeout_s"] == 0.5
+        # A prompt client is served as always.
+        ok = requests.post(f"{gw.url}/consumo", data="{}", headers={"x-api-key": api_key})
+        assert ok.status_code == 299
+    finally:
+        gw.stop()
+
+
+def test_connections_over_the_cap_get_503_and_capacity_comes_back(moto_endpoint, api_key) -> None:
+    gw = ApiGateway(
+        0,
+        api_key=api_key,
+        handler=f"{__name__}:echo_handler",
+        read_timeout=1.0,
+        max_connections=2,
+    ).start()
+    try:
+        holders = [socket.create_connection((LOOPBACK, gw.port), timeout=5) for _ in range(2)]
+        time.sleep(0.3)  # both accepted and waiting for a request line
+        with socket.create_connection((LOOPBACK, gw.port), timeout=5) as third:
+            answer = b""
+            while chunk := third.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in answer
+        for held in holders:
+            assert _closed(held, 3)  # the idle holders time out
+            held.close()
+        ok = requests.post(f"{gw.url}/consumo", data="{}", headers={"x-api-key": api_key})
+        assert ok.status_code == 299
+        assert requests.get(f"{gw.url}/health", timeout=5).json()["refused_connections"] == 1
+    finally:
+        gw.stop()
+
+
+def test_stop_lets_a_request_in_progress_finish(moto_endpoint, api_key) -> None:
+    gw = ApiGateway(0, api_key=api_key, handler=f"{__name__}:slow_handler").start()
+    answers: list[int] = []
+
+    def call() -> None:
+        response = requests.post(
+            f"{gw.url}/consumo", data="{}", headers={"x-api-key": api_key}, timeout=10
+        )
+        answers.append(response.status_code)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(0.4)  # the handler is running
+    gw.stop(grace=5)
+    caller.join(10)
+    assert answers == [299]
+    assert not port_open(gw.port)
 
 
 def test_key_comes_from_configuration_only(aws, monkeypatch) -> None:
@@ -411,7 +522,16 @@ def test_local_up_serves_the_api_with_a_generated_key(
         assert answer.status_code == 202, answer.text
         assert answer.json()["landed"][0].startswith("historico_diario/fazenda_um/2023/01/01/")
         assert requests.post(f"{url}/consumo", json=[record()]).status_code == 401
+        dagster = make_url(info.env["FEEDLOT_DAGSTER_STORAGE_URL"]).database
+        assert dagster == f"{make_url(empty_pg_url).database}_dagster"  # beside the warehouse
     finally:
         stopped = {s.name: s.state for s in stack.down(state)}
+        admin = create_engine(
+            make_url(empty_pg_url).set(database="postgres"), isolation_level="AUTOCOMMIT"
+        )
+        with admin.connect() as conn:
+            name = f"{make_url(empty_pg_url).database}_dagster"
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
     assert stopped["api_gateway"] == "stopped"
     assert not port_open(api_port)

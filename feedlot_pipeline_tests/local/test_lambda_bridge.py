@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import queue
+import stat
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -13,6 +15,8 @@ import pytest
 import requests
 
 from feedlot_pipeline.core.aws import client
+from feedlot_pipeline.core.settings import LocalSettings
+from feedlot_pipeline.local.invoker import DEFAULT_RETRY_SECONDS, Invoker
 from feedlot_pipeline.local.lambda_bridge import LambdaBridge, to_lambda_event
 from feedlot_pipeline_tests.local import handlers
 
@@ -172,6 +176,8 @@ def test_failing_handler_is_retried_twice_then_recorded(tmp_path: Path, aws, mak
         handlers.CALLS.get(timeout=0.3)  # no fourth attempt
 
     (failure_file,) = (tmp_path / "lambda-failures").glob("*.json")
+    assert stat.S_IMODE(failure_file.stat().st_mode) == 0o600  # it holds the records
+    assert stat.S_IMODE(failure_file.parent.stat().st_mode) == 0o700
     failure = json.loads(failure_file.read_text())
     assert failure["requestContext"]["condition"] == "RetriesExhausted"
     assert failure["requestContext"]["approximateInvokeCount"] == 3
@@ -252,3 +258,56 @@ def test_handler_comes_from_the_environment(tmp_path: Path, monkeypatch) -> None
     assert other.handler_spec == "feedlot_pipeline.lambdas.sns_handler:handler"
     for b in (bridge, other):
         b.stop(drain_seconds=0)
+
+
+def test_a_failure_is_counted_only_once_its_record_is_written(
+    tmp_path: Path, make_bridge, monkeypatch
+) -> None:
+    """Whoever waits for the failure count (tests' settle(), `feedlot local status`) finds the
+    failure record: it is written (here slowly) before the count moves."""
+    original = Invoker._write_failure
+
+    def slow_write(self, inv, condition):  # noqa: ANN001, ANN202
+        time.sleep(0.5)
+        return original(self, inv, condition)
+
+    monkeypatch.setattr(Invoker, "_write_failure", slow_write)
+    bridge = make_bridge("always_fail", retry_seconds=())
+    seen: list[int] = []
+
+    def waiter() -> None:
+        deadline = time.monotonic() + 10
+        while bridge.invoker.stats.failed == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        seen.append(len(list((tmp_path / "lambda-failures").glob("*.json"))))
+
+    watching = threading.Thread(target=waiter)
+    watching.start()
+    assert _post(bridge, AWS_HTTP_BODY).status_code == 200
+    watching.join(15)
+    assert seen == [1]
+    assert bridge.invoker.wait_idle(5) and bridge.invoker.stats.failed == 1
+
+
+def test_default_retries_ride_out_a_downstream_outage(
+    tmp_path: Path, make_bridge, monkeypatch
+) -> None:
+    monkeypatch.delenv("FEEDLOT_LAMBDA_RETRY_SECONDS", raising=False)
+    assert LocalSettings().retry_delays() == DEFAULT_RETRY_SECONDS == (1, 2, 4, 8, 16, 30, 60)
+    assert LambdaBridge(tmp_path, 0).invoker.retry_seconds == DEFAULT_RETRY_SECONDS
+    # A 30 s outage ends before the retries do (1+2+4+8+16 = 31 s), with two retries to spare.
+    assert sum(DEFAULT_RETRY_SECONDS[:5]) > 30
+    # The same schedule a hundred times faster, against a 0.5 s outage (a 50 s one, scaled).
+    scaled = tuple(d / 100 for d in DEFAULT_RETRY_SECONDS)
+    handlers.OUTAGE_UNTIL = time.monotonic() + 0.5
+    bridge = make_bridge("during_outage", retry_seconds=scaled)
+    assert _post(bridge, AWS_HTTP_BODY).status_code == 200
+    assert bridge.invoker.wait_idle(10)
+    assert (bridge.invoker.stats.succeeded, bridge.invoker.stats.failed) == (1, 0)
+    assert bridge.invoker.stats.attempts > 3
+    assert not (tmp_path / "lambda-failures").exists()
+    # The old schedule (1 s, 2 s; scaled) turns the same outage into a failure record.
+    handlers.OUTAGE_UNTIL = time.monotonic() + 0.5
+    old = make_bridge("during_outage", retry_seconds=(0.01, 0.02))
+    assert _post(old, AWS_HTTP_BODY).status_code == 200
+    assert old.invoker.wait_idle(10) and old.invoker.stats.failed == 1

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
+import subprocess
+import sys
 import time
 
 import pytest
@@ -149,8 +152,15 @@ def test_restart_remembers_what_ran(worker_stack: WorkerStack, tmp_path, monkeyp
     try:
         time.sleep(1.0)  # several polls
         assert (state / "ebs" / "ran.txt").read_text() == "ran\n"
-        saved = json.loads((state / "ssm_agent" / instance.instance_id / "state.json").read_text())
+        state_file = state / "ssm_agent" / instance.instance_id / "state.json"
+        saved = json.loads(state_file.read_text())
         assert [c["command_id"] for c in saved["commands"]] == [command_id]
+        # Outputs and scripts may hold records or URLs: the owner's only.
+        output = state_file.parent / "commands" / command_id / "stdout"
+        for path in (state_file, output):
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+        for folder in (state / "ssm_agent", state_file.parent, output.parent, state / "ebs"):
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
     finally:
         stop_agent(proc)
 
@@ -178,3 +188,17 @@ def test_stopping_the_agent_stops_its_commands(
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(15)
     assert not alive(pid)
+
+
+def test_the_agent_imports_neither_the_stack_nor_the_worker_nor_backups() -> None:
+    """The stack passes the agent what it needs (instance id); no cycle, no upward import."""
+    probe = (
+        "import sys, feedlot_pipeline.local.ssm_agent; "
+        "print(sorted(m for m in sys.modules if m.startswith(("
+        "'feedlot_pipeline.worker', 'feedlot_pipeline.backups', 'feedlot_pipeline.local.stack', "
+        "'feedlot_pipeline.local.components', 'feedlot_pipeline.definitions'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"

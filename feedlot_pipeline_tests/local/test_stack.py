@@ -9,43 +9,82 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
-from feedlot_pipeline.local import stack
-from feedlot_pipeline.local.services import LOOPBACK, ServiceError, free_port, port_open
+from feedlot_pipeline.core.settings import DEFAULTS, LocalSettings
+from feedlot_pipeline.local import components, databases, stack
+from feedlot_pipeline.local.services import (
+    EPHEMERAL_PORTS,
+    LOOPBACK,
+    ServiceError,
+    check_database_name,
+    ensure_database,
+    free_port,
+    port_open,
+)
+from feedlot_pipeline.local.state import state_paths
 from feedlot_pipeline.tools.local import local
 
 
 @pytest.fixture()
 def database_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Use the test server's fresh databases when one is configured; else the stack's embedded."""
+    """Use a fresh warehouse database on the test server when one is configured (Dagster's storage
+    then defaults to <it>_dagster beside it); else the stack's embedded PostgreSQL."""
     server = os.environ.get("FEEDLOT_TEST_DATABASE_URL")
     if not server:
         yield
         return
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
     tag = uuid.uuid4().hex[:10]
     base = make_url(server)
     warehouse = base.set(database=f"feedlot_stack_{tag}").render_as_string(hide_password=False)
-    dagster = (base.set(drivername="postgresql", database=f"dagster_stack_{tag}")).render_as_string(
-        hide_password=False
-    )
-    monkeypatch.setenv("FEEDLOT_WAREHOUSE_URL", warehouse)
-    monkeypatch.setenv("FEEDLOT_DAGSTER_STORAGE_URL", dagster)
+    monkeypatch.setenv("FEEDLOT_WAREHOUSE_URL", warehouse)  # Dagster's beside it, by default
     yield
     admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        for name in (f"feedlot_stack_{tag}", f"dagster_stack_{tag}"):
+        for name in (f"feedlot_stack_{tag}", f"feedlot_stack_{tag}_dagster"):
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+def assert_private(state: Path) -> None:
+    """Files that may hold a password, the API key or records: 0600; their folders: 0700."""
+    files = [state / "env", *(state / "run").glob("*.json"), *(state / "logs").glob("*.log")]
+    assert state / "run" / "postgres.json" in files
+    postgres = state / "postgres"
+    if postgres.exists():  # the embedded server's folder and log (owned by its own user as root)
+        files.append(postgres / "postgres.log")
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert stat.S_IMODE((state / "logs").stat().st_mode) == 0o700
+    for folder in (
+        state,
+        state / "run",
+        state / "logs",
+        *([postgres] if postgres.exists() else []),
+    ):
+        mode = stat.S_IMODE(folder.stat().st_mode)
+        # 0700; as root "others may traverse" (x) is added for the PostgreSQL server's user
+        assert mode & ~0o001 == 0o700, (folder, oct(mode))
+    assert stat.S_IMODE((state / "run").stat().st_mode) == 0o700
+
+
+def _our_processes(state: Path) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if str(state) in cmdline and process.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(process)
+    return found
 
 
 def _wait_for(predicate, timeout: float, what: str):
@@ -87,6 +126,11 @@ def test_up_status_env_down_cycle(
         assert stack.env(state) == first.env
         env_file = (state / "env").read_text()
         assert f"export AWS_ENDPOINT_URL={first.env['AWS_ENDPOINT_URL']}" in env_file
+        assert_private(state)
+        dagster_db = make_url(first.env["FEEDLOT_DAGSTER_STORAGE_URL"]).database
+        if "postgres" not in names:  # beside a configured warehouse: <warehouse db>_dagster
+            warehouse_db = make_url(first.env["FEEDLOT_WAREHOUSE_URL"]).database
+            assert dagster_db == f"{warehouse_db}_dagster"
 
         # A shell that evaluated `feedlot local env` runs `up` again: everything is reused.
         for key, value in first.env.items():
@@ -169,7 +213,13 @@ def test_up_status_env_down_cycle(
 
 @pytest.mark.parametrize(
     "variable",
-    ["FEEDLOT_MOTO_PORT", "FEEDLOT_LAMBDA_PORT", "FEEDLOT_PG_PORT", "FEEDLOT_INGEST_API_PORT"],
+    [
+        "FEEDLOT_MOTO_PORT",
+        "FEEDLOT_LAMBDA_PORT",
+        "FEEDLOT_PG_PORT",
+        "FEEDLOT_INGEST_API_PORT",
+        "FEEDLOT_SSM_AGENT_PORT",
+    ],
 )
 def test_port_in_use_is_one_clear_line_and_starts_nothing(
     tmp_path: Path, clean_env: None, ports: dict[str, int], variable: str
@@ -210,3 +260,127 @@ def test_status_and_env_without_a_stack(tmp_path: Path, clean_env: None) -> None
     down = runner.invoke(local, ["down", "--state-dir", str(tmp_path)])
     assert down.exit_code == 0
     assert "Nothing to stop" in down.output
+
+
+def test_a_failing_up_stops_what_it_started(
+    tmp_path: Path,
+    clean_env: None,
+    ports: dict[str, int],
+    database_env: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SSM agent's port is taken after the ports were checked (a race, or a slow squatter):
+    `up` fails with the agent's error and stops moto, PostgreSQL, bridge and gateway again."""
+    state = tmp_path / "state"
+    monkeypatch.setattr(stack, "_check_ports_first", lambda *args, **kwargs: None)
+    with socket.socket() as squatter:
+        squatter.bind((LOOPBACK, ports["FEEDLOT_SSM_AGENT_PORT"]))
+        squatter.listen()
+        with pytest.raises(ServiceError, match="set FEEDLOT_SSM_AGENT_PORT"):
+            stack.up(state)
+    for var in ("FEEDLOT_MOTO_PORT", "FEEDLOT_LAMBDA_PORT", "FEEDLOT_INGEST_API_PORT"):
+        assert not port_open(ports[var]), var
+    assert not (state / "postgres" / "data" / "postmaster.pid").exists()
+    assert not port_open(ports["FEEDLOT_PG_PORT"])
+    assert [p.name for p in (state / "run").glob("*.json")] in ([], ["postgres.json"])
+    assert _our_processes(state) == []
+    assert not (state / "env").exists()
+    assert all(s.state != "stopped" for s in stack.down(state))  # nothing left to stop
+
+
+def test_down_stops_what_an_interrupted_up_left(
+    tmp_path: Path, clean_env: None, ports: dict[str, int]
+) -> None:
+    """An `up` killed right after starting moto: the record written at once lets `down` stop it."""
+    paths = state_paths(tmp_path / "state").prepare()
+    moto = components.start_moto(paths, ports["FEEDLOT_MOTO_PORT"])
+    assert moto.state == "started" and port_open(ports["FEEDLOT_MOTO_PORT"])
+    stopped = {s.name: s.state for s in stack.down(paths.root)}
+    assert stopped == {"moto": "stopped"}
+    assert not port_open(ports["FEEDLOT_MOTO_PORT"])
+    assert not paths.record("moto").exists()
+
+
+def test_database_names_are_plain_identifiers(
+    tmp_path: Path, clean_env: None, ports: dict[str, int], pg_server_url: str, monkeypatch
+) -> None:
+    for good in ("feedlot", "_x", "Feedlot_2", "a" * 63):
+        assert check_database_name(good) == good
+    for bad in ('x"; DROP DATABASE postgres; --', "feedlot-prod", "2020", "a" * 64, "", "a\n"):
+        with pytest.raises(ServiceError, match="is not allowed"):
+            check_database_name(bad)
+        with pytest.raises(ServiceError, match="is not allowed"):
+            ensure_database(pg_server_url, bad)  # refused before any SQL is built
+    # From the operator's URL: one clear line, nothing started.
+    bad_url = make_url(pg_server_url).set(database='w"x').render_as_string(hide_password=False)
+    monkeypatch.setenv("FEEDLOT_WAREHOUSE_URL", bad_url)
+    out = CliRunner().invoke(local, ["up", "--state-dir", str(tmp_path / "state")])
+    assert out.exit_code == 1
+    assert "database name 'w\"x' (from FEEDLOT_WAREHOUSE_URL) is not allowed" in out.output
+    assert not port_open(ports["FEEDLOT_MOTO_PORT"])
+
+
+def test_dagster_storage_defaults_beside_the_warehouse(tmp_path: Path, empty_pg_url: str) -> None:
+    """Only FEEDLOT_WAREHOUSE_URL set: Dagster's storage is <its database>_dagster on that server
+    (never a shared database named `dagster`); the URL is derived, so a later `up` derives it
+    again rather than taking it for the user's."""
+    paths = state_paths(tmp_path / "state").prepare()
+    warehouse_db = make_url(empty_pg_url).database
+    plan = databases.PgPlan(warehouse_url=empty_pg_url, dagster_url="")
+    assert not plan.embedded
+    try:
+        services, warehouse_url, dagster_url = databases.start_postgres(paths, plan, free_port())
+        assert [s.name for s in services] == ["warehouse"]
+        assert warehouse_url == empty_pg_url
+        parsed = make_url(dagster_url)
+        assert parsed.database == f"{warehouse_db}_dagster"
+        assert parsed.drivername == "postgresql"  # psycopg2, as dagster-postgres wants
+        engine = create_engine(dagster_url.replace("postgresql://", "postgresql+psycopg://", 1))
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT current_database()")).scalar() == parsed.database
+        engine.dispose()
+        record = json.loads(paths.record("postgres").read_text())
+        assert record["derived"] == {"FEEDLOT_DAGSTER_STORAGE_URL": dagster_url}
+        assert stat.S_IMODE(paths.record("postgres").stat().st_mode) == 0o600
+    finally:
+        admin = create_engine(
+            make_url(empty_pg_url).set(database="postgres"), isolation_level="AUTOCOMMIT"
+        )
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{warehouse_db}_dagster" WITH (FORCE)'))
+        admin.dispose()
+    too_long = make_url(empty_pg_url).set(database="w" * 60).render_as_string(False)
+    with pytest.raises(ServiceError, match="FEEDLOT_DAGSTER_STORAGE_URL"):
+        databases.dagster_database(too_long)
+
+
+def test_default_ports_are_outside_the_ephemeral_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    variables = [v for v in DEFAULTS if v.endswith("_PORT")]
+    for var in variables:
+        monkeypatch.delenv(var, raising=False)
+    defaults = LocalSettings()
+    chosen = [
+        defaults.moto_port,
+        defaults.pg_port,
+        defaults.lambda_port,
+        defaults.ingest_api_port,
+        defaults.ssm_agent_port,
+    ]
+    assert chosen == [4566, 15432, 9010, 9020, 9030]
+    assert len(variables) == len(chosen)
+    assert not [port for port in chosen if port in EPHEMERAL_PORTS]
+    assert not [free_port() for _ in range(20) if free_port() in EPHEMERAL_PORTS]
+
+
+def test_local_tests_never_use_a_default_port() -> None:
+    """A developer's `make dev` may hold every default port while the tests run."""
+    settings = LocalSettings()
+    chosen = {
+        settings.moto_port,
+        settings.pg_port,
+        settings.lambda_port,
+        settings.ingest_api_port,
+        settings.ssm_agent_port,
+    }
+    assert len(chosen) == 5
+    assert not chosen & {int(v) for k, v in DEFAULTS.items() if k.endswith("_PORT")}

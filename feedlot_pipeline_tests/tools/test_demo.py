@@ -18,6 +18,7 @@ import pytest
 from feedlot_pipeline.core.records import DEFAULT_RULE, RecordError, clean, loads_line
 from feedlot_pipeline.local.services import free_port
 from feedlot_pipeline.tools.demo import sample_files
+from feedlot_pipeline_tests.helpers import PORT_VARS
 
 CLIENTS = {"FazendaUm": "fazenda_um", "FazendaDois": "fazenda_dois"}
 
@@ -42,13 +43,14 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("FEEDLOT_", "AWS_", "DAGSTER_"))
     }
-    env.update(
-        FEEDLOT_STATE_DIR=str(tmp_path / "state"),
-        FEEDLOT_MOTO_PORT=str(free_port()),
-        FEEDLOT_PG_PORT=str(free_port()),
-        FEEDLOT_LAMBDA_PORT=str(free_port()),
-        FEEDLOT_SENSOR_INTERVAL_SECONDS="2",
-    )
+    env.update(FEEDLOT_STATE_DIR=str(tmp_path / "state"), FEEDLOT_SENSOR_INTERVAL_SECONDS="2")
+    chosen: set[int] = set()
+    for var in PORT_VARS:  # every service, so a developer's `make dev` never gets in the way
+        port = free_port()
+        while port in chosen:
+            port = free_port()
+        chosen.add(port)
+        env[var] = str(port)
     server = os.environ.get("FEEDLOT_TEST_DATABASE_URL")
     if server:
         from feedlot_pipeline_tests.conftest import _new_pg_database
