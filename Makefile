@@ -43,7 +43,7 @@ bench: venv
 	$(BIN)/feedlot bench --records $${RECORDS:-1000000}
 
 lint: venv
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 clean:
 	-$(BIN)/feedlot local down

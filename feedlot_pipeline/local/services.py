@@ -19,10 +19,11 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+
+from feedlot_pipeline.core.settings import scoped_environment
 
 LOOPBACK = "127.0.0.1"
 # Linux hands ports 32768-60999 to outgoing connections: a port picked there for a service may be
@@ -33,19 +34,10 @@ FREE_PORTS = range(20000, 32768)
 DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
-@contextlib.contextmanager
-def environ(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for a moment (boto3 clients read AWS_ENDPOINT_URL from there)."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+def environ(values: dict[str, str]) -> contextlib.AbstractContextManager[None]:
+    """Set environment variables for a moment (boto3 clients read AWS_ENDPOINT_URL from there);
+    the environment is as it was afterwards (``core.settings.scoped_environment``)."""
+    return scoped_environment(values)
 
 
 class JsonLogFormatter(logging.Formatter):

@@ -118,9 +118,7 @@ class _Progress:
     keys: list[str] = field(default_factory=list)
     # seconds spent per stage (the main thread; raw-zone PUTs and DB writes overlap with it)
     timings: dict[str, float] = field(
-        default_factory=lambda: dict.fromkeys(
-            ("parse", "route", "load", "raw_zone_wait"), 0.0
-        )
+        default_factory=lambda: dict.fromkeys(("parse", "route", "load", "raw_zone_wait"), 0.0)
     )
     partitions: dict[tuple[str, date], PartitionCounts] = field(default_factory=dict)
 
