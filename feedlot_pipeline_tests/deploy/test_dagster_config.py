@@ -26,7 +26,7 @@ import yaml
 
 from feedlot_pipeline.aws import client
 from feedlot_pipeline.local.services import free_port
-from feedlot_pipeline_tests.deploy.cfn import REPO
+from feedlot_pipeline_tests.deploy.cfn import REPO, TEMPLATE_DIR, load_template, render
 
 DAGSTER_DIR = REPO / "deploy" / "dagster"
 INSTANCE_YAML = DAGSTER_DIR / "dagster.yaml"
@@ -323,3 +323,26 @@ def test_workspace_loads_the_code_location_from_the_code_server(
             sensors = {s.name for s in repository.get_sensors()}
     assert has_job
     assert "consumption_events_sensor" in sensors
+
+
+# --- what the ECS task definitions must provide ---------------------------------------------------
+
+
+def test_ecs_task_definitions_provide_the_instance_environment() -> None:
+    template = load_template(TEMPLATE_DIR / "dagster-ecs.yaml")
+    res = template["Resources"]
+    for logical_id in ("WebserverTaskDefinition", "DaemonTaskDefinition", "RunTaskDefinition"):
+        (container,) = res[logical_id]["Properties"]["ContainerDefinitions"]
+        env = {e["Name"] for e in container.get("Environment", [])}
+        secrets = {s["Name"] for s in container.get("Secrets", [])}
+        assert "FEEDLOT_DAGSTER_STORAGE_URL" in secrets, logical_id
+        assert "FEEDLOT_DAGSTER_STORAGE_URL" not in env, logical_id
+        assert {"FEEDLOT_RUN_TASK_DEFINITION", "FEEDLOT_PROCESSED_BUCKET"} <= env, logical_id
+        assert "DAGSTER_HOME" in env
+    # The webserver and the daemon find the code server at the name workspace.yaml reads.
+    for logical_id in ("WebserverTaskDefinition", "DaemonTaskDefinition"):
+        (container,) = res[logical_id]["Properties"]["ContainerDefinitions"]
+        env = {e["Name"]: render(e["Value"]) for e in container["Environment"]}
+        assert env["FEEDLOT_CODE_SERVER_HOST"] == "code-server.${ServiceNamespaceName}"
+    (run,) = res["RunTaskDefinition"]["Properties"]["ContainerDefinitions"]
+    assert run["Name"] == _instance_config()["run_launcher"]["config"]["container_name"]
