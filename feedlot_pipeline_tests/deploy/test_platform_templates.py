@@ -474,3 +474,26 @@ def test_worker_instance_is_ssm_only_with_a_tagged_encrypted_volume() -> None:
     assert _grants(document) == {
         "s3:GetObject": {"arn:${AWS::Partition}:s3:::${ArtifactsBucket}/${WheelhouseKey}"}
     }
+
+
+# --- deploy/README.md's deploy order --------------------------------------------------------------
+
+
+def test_readme_deploys_every_template_after_the_stacks_it_imports() -> None:
+    readme = (REPO / "deploy" / "README.md").read_text()
+    section = readme.split("## Deploying the whole platform", 1)[1].split("\n## ", 1)[0]
+    order: list[str] = []
+    for match in re.finditer(r"^deploy feedlot-\$ENV-(\S+) (\S+\.yaml)", section, re.M):
+        stack, template = match.groups()
+        # stack names follow the templates' default StackName parameters (feedlot-<env>-<x>)
+        if template not in order:
+            order.append(template)
+        expected = "dagster" if template == "dagster-ecs.yaml" else template.removesuffix(".yaml")
+        assert stack == expected, (stack, template)
+    assert set(order) == {p.name for p in TEMPLATE_DIR.glob("*.yaml")}
+    for position, template in enumerate(order):
+        params = load_template(TEMPLATE_DIR / template).get("Parameters", {})
+        for param in params:
+            if param in STACK_PARAMETERS:
+                exporter = STACK_PARAMETERS[param]
+                assert order.index(exporter) < position, (template, "imports", exporter)
