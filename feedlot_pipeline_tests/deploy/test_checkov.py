@@ -36,10 +36,8 @@ EXPECTED_SUPPRESSIONS = {
     "CKV_AWS_76": "API Gateway access logs: account-level role",
     "CKV_AWS_120": "API Gateway caching: POST ingestion",
     "CKV_AWS_149": "secrets: AWS managed key",
-    "CKV_AWS_354": "Performance Insights: AWS managed key",
     "CKV_AWS_136": "ECR: AES-256",
     "CKV_AWS_91": "internal ALB access logs",
-    "CKV_AWS_150": "ALB deletion protection",
     "CKV_AWS_2": "HTTP listener only without a certificate",
     "CKV_AWS_103": "TLS policy: applies to the HTTPS listener",
 }
