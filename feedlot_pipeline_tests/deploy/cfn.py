@@ -42,6 +42,19 @@ STAR_RESOURCE_ACTIONS = {
     "ssm:GetCommandInvocation",
     "ssm:ListCommandInvocations",
     "ssm:CancelCommand",
+    # Lambda in a VPC (core, ingest, database rotation; region-confined): Describe* of network
+    # interfaces and subnets have no resource types. The daemon's EcsRunLauncher also describes
+    # its own task's network interface (dagster-ecs.yaml).
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",
+    # database.yaml rotation: generates a password, touches no resource (no resource types).
+    "secretsmanager:GetRandomPassword",
+    # dagster-ecs.yaml: the ECR login token is registry-wide; DescribeTaskDefinition has no
+    # resource types; ECS Exec's SSM channels (webserver) have none either.
+    "ecr:GetAuthorizationToken",
+    "ecs:DescribeTaskDefinition",
+    "ssmmessages:CreateDataChannel",
+    "ssmmessages:OpenDataChannel",
 }
 
 IDENTITY_POLICY_TYPES = {"AWS::IAM::Role", "AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"}
@@ -149,8 +162,22 @@ def identity_policies(template: dict) -> Iterator[tuple[str, dict]]:
             yield logical_id, props["PolicyDocument"]
 
 
+def _branches(item: Any) -> list[Any]:
+    """A statement, or both branches of an ``Fn::If`` around one (``AWS::NoValue`` dropped)."""
+    if isinstance(item, dict) and set(item) == {"Fn::If"}:
+        _, when_true, when_false = item["Fn::If"]
+        return [
+            branch
+            for value in (when_true, when_false)
+            for branch in _branches(value)
+            if branch != {"Ref": "AWS::NoValue"}
+        ]
+    return [item]
+
+
 def statements(document: dict) -> list[dict]:
-    return as_list(document.get("Statement", []))
+    """Every statement, including each branch of a conditional (``Fn::If``) statement."""
+    return [stmt for item in as_list(document.get("Statement", [])) for stmt in _branches(item)]
 
 
 def _is_wildcard_action(action: Any) -> bool:
@@ -288,14 +315,53 @@ def queue_problems(template: dict) -> list[str]:
     return problems
 
 
+SECRET_LOOKING = re.compile(r"URL$|PASSWORD|SECRET|TOKEN")
+# Variables that name where a secret is, not what it is: a Secrets Manager ARN (or a reference
+# to a parameter/resource holding one) for *_SECRET, a JSON key name for *_SECRET_KEY.
+SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:")
+JSON_KEY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# Plain URLs that carry no credentials (endpoints of queues, APIs); everything else ending in
+# URL must come from a secret.
+NON_SECRET_URLS = re.compile(r"_QUEUE_URL$|_API_URL$|_DLQ_URL$|^AWS_ENDPOINT_URL")
+
+
+def _names_a_secret(name: str, value: Any) -> bool:
+    text = render(value)
+    if not isinstance(text, str):
+        return False
+    is_reference = isinstance(value, dict) and ("Ref" in value or "Fn::ImportValue" in value)
+    if name.endswith("_SECRET"):
+        return is_reference or bool(SECRET_ARN.match(text))
+    if name.endswith("_SECRET_KEY") and not name.startswith("AWS_"):
+        return is_reference or bool(JSON_KEY_NAME.match(text))
+    return False
+
+
 def secret_problems(template: dict) -> list[str]:
-    """Lambda environment variables that look secret must be dynamic references."""
+    """Secret-looking variables: dynamic references (Lambda) or ECS ``secrets``, never values.
+
+    A Lambda variable named like a secret must be a ``{{resolve:…}}`` reference or name a
+    secret (ARN / JSON key, see ``_names_a_secret``). An ECS container may not carry one in its
+    plain ``Environment`` at all, except those that name a secret: the value belongs in
+    ``Secrets`` (injected by the execution role).
+    """
     problems = []
     for logical_id, resource in resources(template, "AWS::Lambda::Function"):
         variables = resource["Properties"].get("Environment", {}).get("Variables", {})
         for name, value in variables.items():
-            if re.search(r"URL$|PASSWORD|SECRET|TOKEN", name):
+            if SECRET_LOOKING.search(name) and not _names_a_secret(name, value):
                 text = render(value)
                 if not (isinstance(text, str) and DYNAMIC_SECRET.match(text)):
                     problems.append(f"{logical_id}: {name} is not a secret reference: {text!r}")
+    for logical_id, resource in resources(template, "AWS::ECS::TaskDefinition"):
+        for container in resource["Properties"].get("ContainerDefinitions", []):
+            for entry in container.get("Environment", []):
+                name, value = entry["Name"], entry["Value"]
+                if NON_SECRET_URLS.search(name) or not SECRET_LOOKING.search(name):
+                    continue
+                if not _names_a_secret(name, value):
+                    problems.append(
+                        f"{logical_id}/{container['Name']}: {name} in plain Environment "
+                        "(use Secrets)"
+                    )
     return problems

@@ -26,6 +26,7 @@ import pytest
 from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.settings import DEFAULTS, DOCS
 from feedlot_pipeline_tests.deploy.cfn import (
+    STAR_RESOURCE_ACTIONS,
     TEMPLATE_DIR,
     TEMPLATES,
     as_list,
@@ -42,6 +43,10 @@ from feedlot_pipeline_tests.deploy.test_moto_stack import (
     _outputs,
     _policy_document,
     core,  # noqa: F401  (module-scoped fixture: a core stack for the ingest stack to import)
+)
+from feedlot_pipeline_tests.deploy.test_policies import (
+    VPC_ENI_ACTIONS,
+    assert_vpc_statements_are_conditional,
 )
 
 INGEST = load_template(TEMPLATE_DIR / "ingest.yaml")
@@ -108,10 +113,15 @@ def _walk(value: object) -> Iterator[dict]:
 
 def star_resource_problems(template: dict) -> list[str]:
     """No Allow on '*' or on a whole bucket's objects ('<bucket>/*'): every grant names its
-    resource, and object grants name their prefix."""
+    resource, and object grants name their prefix. The one exception is a statement of actions
+    that have no resource types at all (cfn.STAR_RESOURCE_ACTIONS, e.g. the VPC Describe* of
+    a Lambda in a VPC) narrowed by a condition."""
     problems = []
     for where, document in identity_policies(template):
         for stmt in statements(document):
+            actions = set(as_list(stmt.get("Action", [])))
+            if actions <= STAR_RESOURCE_ACTIONS and stmt.get("Condition"):
+                continue
             for resource in as_list(stmt.get("Resource", [])):
                 text = str(render(resource))
                 if text == "*" or text.endswith("Arn/*") or text.endswith("Arn}/*"):
@@ -342,7 +352,8 @@ def test_api_handler_function_and_role() -> None:
     assert env["FEEDLOT_INGEST_API_MAX_BODY_BYTES"] == "${IngestApiMaxBodyBytes}"
     assert env["FEEDLOT_SENSOR_QUEUE"] == "import:${CoreStackName}-SensorQueueUrl"
     assert env["FEEDLOT_LAKE_BUCKET"] == "import:${CoreStackName}-LakeBucketName"
-    assert env["FEEDLOT_WAREHOUSE_URL"].startswith("{{resolve:secretsmanager:${WarehouseSecretArn}")
+    assert "FEEDLOT_WAREHOUSE_URL" not in env  # read from the secret at run time
+    assert env["FEEDLOT_WAREHOUSE_SECRET"] == "${WarehouseSecretArn}"
 
     grants = _grants(_role_document(INGEST, "ApiHandlerRole"))
     assert grants["s3:PutObject"] == grants["s3:GetObject"] == {RAW_ZONE}
@@ -359,7 +370,9 @@ def test_api_handler_function_and_role() -> None:
         "s3:ListBucket",
         "sqs:SendMessage",
         "secretsmanager:GetSecretValue",
+        *VPC_ENI_ACTIONS,  # only under InVpc (network.yaml given)
     }
+    assert_vpc_statements_are_conditional(_role_document(INGEST, "ApiHandlerRole"))
 
 
 # --- file drops --------------------------------------------------------------------------------
@@ -390,7 +403,9 @@ def test_file_drop_function_role_and_failure_path() -> None:
         "sqs:SendMessage",
         "sns:Publish",
         "secretsmanager:GetSecretValue",
+        *VPC_ENI_ACTIONS,
     }
+    assert_vpc_statements_are_conditional(_role_document(INGEST, "FileDropRole"))
 
     async_config = RES["FileDropAsyncConfig"]["Properties"]
     assert render(async_config["FunctionName"]) == "${FileDropFunction}"
@@ -526,7 +541,9 @@ def test_file_drop_function_on_moto(ingest: dict, core: dict) -> None:  # noqa: 
         for s in _policy_document(
             iam.get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"]
         )["Statement"]
+        if s is not None  # moto keeps a false !If … AWS::NoValue statement as null
     }
+    assert not any(sid.startswith("VpcNetworkInterfaces") for sid in by_sid)
     assert by_sid["ReadDroppedFiles"]["Resource"] == f"{core_out['LandingBucketArn']}/incoming/*"
     assert by_sid["HandOffLargeFiles"]["Resource"] == out["LargeFileQueueArn"]
     assert by_sid["OnFailureDestination"]["Resource"] == core_out["FailureTopicArn"]

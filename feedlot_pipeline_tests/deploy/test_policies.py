@@ -289,7 +289,13 @@ def test_sns_handler_function_wiring() -> None:
     env = {k: render(v) for k, v in fn["Environment"]["Variables"].items()}
     assert env["FEEDLOT_LAKE_BUCKET"] == "${LakeBucket}"
     assert env["FEEDLOT_SENSOR_QUEUE"] == "${SensorQueue}"
-    assert env["FEEDLOT_WAREHOUSE_URL"].startswith("{{resolve:secretsmanager:${WarehouseSecretArn}")
+    # The secret is read at run time (rotation-safe): its ARN and key, never the URL.
+    assert "FEEDLOT_WAREHOUSE_URL" not in env
+    assert env["FEEDLOT_WAREHOUSE_SECRET"] == "${WarehouseSecretArn}"
+    assert env["FEEDLOT_WAREHOUSE_SECRET_KEY"] == "${WarehouseSecretJsonKey}"
+    # In the VPC exactly when network.yaml's subnets and group are given.
+    vpc = fn["VpcConfig"]["Fn::If"]
+    assert vpc[0] == "InVpc" and vpc[2] == {"Ref": "AWS::NoValue"}
     # Invoked only by the records topic, subscribed to it, failures parked in their own queue.
     permission = res["SnsHandlerInvokePermission"]["Properties"]
     assert permission["Principal"] == "sns.amazonaws.com"
@@ -304,6 +310,34 @@ def test_sns_handler_function_wiring() -> None:
     parked = res["SnsHandlerFailureSubscription"]["Properties"]
     assert render(parked["Endpoint"]) == "${SnsHandlerFailureQueue.Arn}"
     assert parked["RawMessageDelivery"] is True
+
+
+VPC_ENI_ACTIONS = {
+    "ec2:CreateNetworkInterface",
+    "ec2:DeleteNetworkInterface",
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeSubnets",
+}
+
+
+def assert_vpc_statements_are_conditional(document: dict) -> None:
+    """The ENI statements of a Lambda role exist only under InVpc, scoped as in the rotation."""
+    raw = as_list(document["Statement"])
+    conditional = [item["Fn::If"] for item in raw if isinstance(item, dict) and "Fn::If" in item]
+    assert conditional and all(c[0] == "InVpc" for c in conditional)
+    assert all(c[2] == {"Ref": "AWS::NoValue"} for c in conditional)
+    by_sid = {c[1]["Sid"]: c[1] for c in conditional}
+    eni = "arn:${AWS::Partition}:ec2:${AWS::Region}:${AWS::AccountId}:network-interface/*"
+    assert render(by_sid["VpcNetworkInterfacesManage"]["Resource"]) == eni
+    create = {render(r) for r in by_sid["VpcNetworkInterfacesCreate"]["Resource"]}
+    assert eni in create and len(create) == 3
+    describe = by_sid["VpcNetworkInterfacesDescribe"]
+    assert describe["Resource"] == "*"
+    assert describe["Condition"] == {
+        "StringEquals": {"aws:RequestedRegion": {"Ref": "AWS::Region"}}
+    }
 
 
 def _grants(document: dict) -> dict[str, set[str]]:
@@ -340,7 +374,9 @@ def test_sns_handler_role_is_scoped() -> None:
         "sqs:SendMessage",
         "sns:Publish",
         "secretsmanager:GetSecretValue",
+        *VPC_ENI_ACTIONS,
     }
+    assert_vpc_statements_are_conditional(document)
 
 
 def test_dagster_policy_is_scoped() -> None:
