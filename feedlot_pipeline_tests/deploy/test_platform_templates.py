@@ -18,7 +18,6 @@ from typing import Any
 import yaml
 
 from feedlot_pipeline.core.settings import DEFAULTS, DOCS
-from feedlot_pipeline.worker.resources import DOCS as WORKER_DOCS
 from feedlot_pipeline_tests.deploy.cfn import (
     REPO,
     TEMPLATE_DIR,
@@ -338,7 +337,7 @@ def test_code_server_and_runs_load_the_code_with_the_same_settings() -> None:
     for name in code:
         if name != "FEEDLOT_RUN_TASK_DEFINITION":
             assert code[name] == run[name], name
-    documented = set(DOCS) | set(WORKER_DOCS) | {"FEEDLOT_WAREHOUSE_SECRET_KEY"}
+    documented = set(DOCS)  # every settings class: core, worker, backups, API, local
     own = {"FEEDLOT_RUN_TASK_DEFINITION", "FEEDLOT_CODE_SERVER_HOST", "DAGSTER_HOME"}
     for container in containers.values():
         for name in _env(container):
@@ -439,7 +438,7 @@ def test_launcher_roles_are_scoped() -> None:
 
 
 def test_worker_instance_is_ssm_only_with_a_tagged_encrypted_volume() -> None:
-    from feedlot_pipeline.worker.resources import DEFAULTS as WORKER_DEFAULTS
+    from feedlot_pipeline.core.settings import DEFAULTS as WORKER_DEFAULTS
 
     res = WORKER_INSTANCE["Resources"]
     instance = res["WorkerInstance"]["Properties"]
