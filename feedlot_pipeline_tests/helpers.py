@@ -97,7 +97,15 @@ def receive_all(queue_url: str) -> list[dict]:
 
 
 # from ingestion.test_sensor
-def tick(instance: dg.DagsterInstance, settings, cursor: str | None = None) -> dg.SensorResult:
+def tick(
+    instance: dg.DagsterInstance, settings, cursor: str | None = None, publish_map: bool = True
+) -> dg.SensorResult:
+    """One evaluation of consumption_events_sensor; the client map is published first (as
+    ``client_map_sensor`` does) unless ``publish_map`` is False."""
+    from feedlot_pipeline.core import client_map
+
+    if publish_map and client_map.fetch(settings.lake_bucket) is None:
+        client_map.publish(settings.lake_bucket, CLIENTS)
     sensor = defs.resolve_sensor_def("consumption_events_sensor")
     queue = SensorQueueResource(queue=settings.sensor_queue, dlq=settings.sensor_dlq)
     context = dg.build_sensor_context(
@@ -360,7 +368,12 @@ def load_noticed_partitions(
             report = outcome.report
             assert report.landed == report.loaded + report.rejected
             assert outcome.partitions[(fazenda, dia)].checks.passed
-            totals.update(landed=report.landed, loaded=report.loaded, rejected=report.rejected)
+            totals.update(
+                landed=report.landed,
+                loaded=report.loaded,
+                inserted=report.inserted,
+                rejected=report.rejected,
+            )
             codes.update(report.rejected_by_code)
     return totals, codes
 

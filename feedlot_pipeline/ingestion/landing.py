@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 import orjson
@@ -48,12 +48,7 @@ def _line_value(line: str) -> Any:
         return line
 
 
-def valid_days(settings: Settings, today: date) -> tuple[date, date]:
-    """Days the Dagster partitions cover: from the configured start through tomorrow."""
-    return settings.partition_start, today + timedelta(days=1)
-
-
-def _encode(raw: Any) -> bytes:
+def encode_raw(raw: Any) -> bytes:
     """One raw-zone line; a value orjson cannot write (an int beyond 64 bits) keeps its text."""
     try:
         return orjson.dumps(raw)
@@ -77,11 +72,11 @@ def land_records(
     """
     s = settings or Settings()
     now = received_at or datetime.now(timezone.utc)
-    bounds = valid_days(s, now.date())
+    bounds = s.valid_days(now.date())
     groups: dict[tuple[str, date], list[bytes]] = {}
     for raw in records:
         where = route(raw, clients, now.date(), bounds)
-        groups.setdefault((where.fazenda, where.dia), []).append(_encode(raw))
+        groups.setdefault((where.fazenda, where.dia), []).append(encode_raw(raw))
 
     s3 = client("s3")
     notices: list[LandingNotice] = []

@@ -12,9 +12,9 @@ rejected and why.
 Responses (JSON, ``x-correlation-id`` header echoed):
 
 - 202 ``{requestId, correlationId, received, accepted, rejected, landed: [keys], rejections:
-  [{index, code, reason}]}``; a duplicate inside the body is reported as ``duplicate`` (the
-  warehouse keeps the first occurrence); a duplicate of an earlier request is accepted here and
-  counted as a ``duplicate`` rejection when its partition is loaded (one row either way).
+  [{index, code, reason}]}``. A record sent twice (in one body or in two requests) is no
+  rejection: the same version again changes nothing, a changed version sent later replaces the
+  stored one (the old version is kept in historico_consumo_versoes).
 - 400 malformed body: not UTF-8, not JSON (NaN/Infinity, numbers beyond a double, nesting over
   1024 levels are not JSON to orjson), a record nested deeper than the raw zone can store as
   received (orjson writes 255 levels; landing would keep only its text), neither object nor
@@ -45,9 +45,10 @@ from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent, e
 
 from feedlot_pipeline.core.records import RecordError, clean, get_rule, route
 from feedlot_pipeline.core.settings import Settings
-from feedlot_pipeline.ingestion.landing import land_records, valid_days
+from feedlot_pipeline.ingestion.landing import land_records
 from feedlot_pipeline.lambdas import common
 from feedlot_pipeline.lambdas.common import InvalidEvent
+from feedlot_pipeline.warehouse.verdicts import PARTITION_MISMATCH
 
 logger = Logger(service="feedlot-landing-api")
 
@@ -154,27 +155,23 @@ def parse_body(data: bytes) -> list[Any]:
 def judge(
     records: list[Any], clients: Mapping[str, str], settings: Settings, now: datetime, event_id: str
 ) -> list[dict[str, Any]]:
-    """Which records the warehouse will reject and why: the core rules, as the loader runs them."""
+    """Which records the warehouse will reject and why: the core rules, as the loader runs them.
+
+    A record repeated in the body is no rejection: the same version again is unchanged, another
+    version of it is superseded by the later one (``warehouse.verdicts``).
+    """
     rule = get_rule(settings.consumo_meta_rule)
-    bounds = valid_days(settings, now.date())
-    seen: dict[str, int] = {}
+    bounds = settings.valid_days(now.date())
     rejections: list[dict[str, Any]] = []
     for index, raw in enumerate(records):
         try:
-            row_id = clean(raw, clients, rule, event_id, now)[0]
+            clean(raw, clients, rule, event_id, now)
         except RecordError as err:
             rejections.append({"index": index, "code": err.code, "reason": err.reason})
             continue
         where = route(raw, clients, now.date(), bounds)
         if where.reason is not None:  # landed under _unrouted: the loader's partition check
-            rejections.append(
-                {"index": index, "code": "partition_mismatch", "reason": where.reason}
-            )
-            continue
-        first = seen.setdefault(row_id, index)
-        if first != index:
-            reason = f"duplicate of record {first} (id_treated_data {row_id})"
-            rejections.append({"index": index, "code": "duplicate", "reason": reason})
+            rejections.append({"index": index, "code": PARTITION_MISMATCH, "reason": where.reason})
     return rejections
 
 

@@ -67,7 +67,7 @@ from feedlot_pipeline.core.records import (
 )
 from feedlot_pipeline.core.settings import Settings, WorkerSettings
 from feedlot_pipeline.ingestion.files import FileStats, iter_chunks, open_local
-from feedlot_pipeline.ingestion.landing import _encode, valid_days
+from feedlot_pipeline.ingestion.landing import encode_raw
 from feedlot_pipeline.worker.runtime import JobContext, WorkerError, parse_s3_uri
 
 SOURCE = "worker"
@@ -279,7 +279,7 @@ class _Importer:
         self.clients = warehouse.clients()
         self.rule = get_rule(settings.consumo_meta_rule)
         self.row_ts = datetime.now(timezone.utc)
-        self.bounds = valid_days(settings, self.row_ts.date())
+        self.bounds = settings.valid_days(self.row_ts.date())
         self.progress = _Progress()
         self._chunk_ready = time.perf_counter()
 
@@ -312,7 +312,7 @@ class _Importer:
         timer["parse"] += mark - self._chunk_ready
         for raw in chunk:
             where = route(raw, self.clients, today, self.bounds)
-            groups.setdefault((where.fazenda, where.dia), []).append(_encode(raw))
+            groups.setdefault((where.fazenda, where.dia), []).append(encode_raw(raw))
         mark = _tick(timer, "route", mark)
         event_id = f"{ident}-{chunk_no:05d}"
         meta = {

@@ -222,12 +222,12 @@ def test_hostile_file_drops_reconcile(drops: Drops, bridge, warehouse_url) -> No
     assert {"100", "303", "400", "600", "700", "701", "800"} <= loaded
     assert len({lote for lote in loaded if len(lote) == 5}) == 40_000
     assert days["700"].date() == date(2022, 12, 31) and days["701"].date() == date(2023, 1, 1)
-    # Everything else rejected with a reason; the duplicates too (one row for lote 800).
+    # Everything else rejected with a reason; repeats are no rejections (one row for lote 800).
     for lote in ("200", "201", "202", "203", "204", "300", "301", "302", "401", "500"):
         assert lote not in loaded
     for lote in ("601", "602", "702", "703", "704"):
         assert lote not in loaded
-    assert rejected["duplicate"] == 2  # once within dupes-a, once across files
+    assert rejected["duplicate"] == 0  # once within dupes-a, once across files: unchanged
     assert {
         "unknown_client",
         "invalid_id",

@@ -129,7 +129,10 @@ def test_redriven_notice_is_processed_by_the_sensor(aws) -> None:
     assert "1 moved" in run("redrive", "--all").output
     with dg.instance_for_test() as instance:
         result = tick(instance, settings)
-    assert [r.partition_key for r in result.run_requests] == ["2023-01-01|fazenda_um"]
+    (request,) = result.run_requests
+    assert list(request.run_config["ops"]["load_noticed_objects"]["config"]["objects"]) == [
+        "2023-01-01|fazenda_um"
+    ]
     assert depth(prov.dlq_url) == (0, 0)
 
 

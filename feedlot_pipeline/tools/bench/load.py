@@ -181,7 +181,9 @@ def _copy_baseline(url: str, path: Path, chunk_rows: int) -> dict[str, float]:
     from sqlalchemy import text
 
     from feedlot_pipeline.core.records import WAREHOUSE_COLUMNS
-    from feedlot_pipeline.warehouse.store import _PG_COPY_TYPES, Warehouse, _mysql_row
+    from feedlot_pipeline.warehouse.mysql import naive_utc
+    from feedlot_pipeline.warehouse.postgres import COPY_TYPES
+    from feedlot_pipeline.warehouse.store import Warehouse
 
     warehouse = Warehouse(url)
     tables = {"plain": "bench_copy_plain", "indexed": "bench_copy_indexed"}
@@ -208,7 +210,7 @@ def _copy_baseline(url: str, path: Path, chunk_rows: int) -> dict[str, float]:
         for chunk in _parsed_chunks(path, clients, chunk_rows):
             rows += len(chunk)
             pg = warehouse.dialect == "postgresql"
-            prepared = chunk if pg else [_mysql_row(r) for r in chunk]
+            prepared = chunk if pg else [naive_utc(r) for r in chunk]
             for label, table in tables.items():
                 started = time.perf_counter()
                 with warehouse.engine.begin() as conn:
@@ -217,7 +219,7 @@ def _copy_baseline(url: str, path: Path, chunk_rows: int) -> dict[str, float]:
                         if warehouse.dialect == "postgresql":
                             sql = f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
                             with cur.copy(sql) as copy:
-                                copy.set_types(_PG_COPY_TYPES)
+                                copy.set_types(COPY_TYPES)
                                 for row in prepared:
                                     copy.write_row(row)
                         else:
