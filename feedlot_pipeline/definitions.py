@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from feedlot_pipeline import CODE_LOCATION  # noqa: E402,F401 - named here for readers
 from feedlot_pipeline.api_source import definitions as api_source
 from feedlot_pipeline.api_source.resources import build_public_api_resource
 from feedlot_pipeline.backups import definitions as backups
@@ -21,8 +22,6 @@ from feedlot_pipeline.warehouse import definitions as warehouse
 from feedlot_pipeline.warehouse.resources import WarehouseResource
 from feedlot_pipeline.worker import definitions as worker
 from feedlot_pipeline.worker.resources import LargeFileQueueResource, WorkerResource
-
-CODE_LOCATION = "feedlot_pipeline"
 
 
 def build_resources() -> dict[str, dg.ConfigurableResource]:

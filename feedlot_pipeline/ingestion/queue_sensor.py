@@ -33,6 +33,9 @@ from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.failures import report_failure
 
 PENDING_MAX_AGE_SECONDS = 25  # below the queues' 30 s visibility timeout
+# Below the queues' maxReceiveCount (10 in deploy/ and locally), so a message that keeps coming
+# back is parked here with its reason before SQS's redrive moves it without one.
+PARK_AFTER_RECEIVES = 8
 SQS_BATCH = 10
 STALE_CODES = ("ReceiptHandleIsInvalid", "InvalidParameterValue")
 
@@ -74,7 +77,7 @@ class QueueTick:
     cursor: str | None
     max_messages: int = 200
     budget_seconds: float = 20.0
-    park_after_receives: int = 8
+    park_after_receives: int = PARK_AFTER_RECEIVES
     counts: TickCounts = field(default_factory=TickCounts)
 
     def __post_init__(self) -> None:

@@ -29,7 +29,7 @@ class Provisioned:
     failures_inbox_url: str = ""
 
 
-def provision(settings: Settings | None = None, max_receive_count: int = 5) -> Provisioned:
+def provision(settings: Settings | None = None, max_receive_count: int = 10) -> Provisioned:
     """Buckets (private, encrypted), the records topic, and the sensor queue with its DLQ."""
     s = settings or Settings()
     s3 = client("s3")
@@ -150,7 +150,7 @@ class FileDrops:
     firehose_stream_arn: str
 
 
-def provision_file_drops(s: Settings, max_receive_count: int = 5) -> FileDrops:
+def provision_file_drops(s: Settings, max_receive_count: int = 10) -> FileDrops:
     """What file drops need: events from the input prefix, the large-file queue, Firehose.
 
     moto cannot invoke a Lambda, but it delivers bucket notifications to SNS, and SNS to http:

@@ -189,6 +189,13 @@ def up(state_dir: Path | str | None = None) -> StackInfo:
             from feedlot_pipeline.local.provision import provision
 
             provisioned = provision(config.Settings())
+            # The client map the landing Lambdas and the sensor read (client_map_sensor keeps
+            # it current from then on).
+            from feedlot_pipeline.core import client_map
+            from feedlot_pipeline.warehouse.store import Warehouse
+
+            with Warehouse(warehouse_url) as wh:
+                client_map.publish(config.Settings().lake_bucket, wh.clients())
             bridge = components.start_bridge(paths, ports["lambda_bridge"], env)
             services.append(started_here(bridge))
             endpoint = f"{bridge.address}{BRIDGE_PATH}"

@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 
 from feedlot_pipeline.core.settings import LocalSettings, Settings, export
+from feedlot_pipeline.tools.workspace import write_workspace
 
 SAMPLE_DIR = Path(__file__).parents[1] / "sample"
 PARTITION_TAG = "dagster/partition"
@@ -60,8 +61,9 @@ def _daemon_alive(instance) -> bool:
 def _start_daemon(log_dir: Path) -> subprocess.Popen:
     log_dir.mkdir(parents=True, exist_ok=True)
     log = open(log_dir / "dagster-daemon.log", "ab")  # noqa: SIM115 - handed to the child
+    workspace = write_workspace(log_dir.parent)
     return subprocess.Popen(
-        [sys.executable, "-m", "dagster._daemon", "run", "-m", "feedlot_pipeline.definitions"],
+        [sys.executable, "-m", "dagster._daemon", "run", "-w", str(workspace)],
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

@@ -29,6 +29,7 @@ from typing import Any
 import click
 import dagster as dg
 
+from feedlot_pipeline import CODE_LOCATION
 from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.lake import RAW_PREFIX, check_farm, partition_prefix
 from feedlot_pipeline.core.settings import LocalSettings, Settings, export
@@ -159,8 +160,9 @@ class Counter:
     def __call__(self, partition: Partition) -> tuple[int | None, int | None]:
         if self.warehouse is None:
             return None, None
-        stats = self.warehouse.partition_stats(partition.fazenda, partition.dia)
-        return stats["rows"], stats["rejected"]
+        where = (partition.fazenda, partition.dia)
+        rows = self.warehouse.partition_row_counts([where])[where]
+        return rows, self.warehouse.partition_rejection_counts([where])[where]
 
     def close(self) -> None:
         if self.warehouse is not None:
@@ -176,14 +178,13 @@ def replay_job() -> dg.JobDefinition:
     Module scope, so ``dg.reconstructable`` can rebuild it; ``definitions.defs`` binds its
     resources when first imported, which would pin the bucket of that moment.
     """
-    from feedlot_pipeline.definitions import build_resources, ingest_consumption_job
+    from feedlot_pipeline.definitions import build_resources
     from feedlot_pipeline.ingestion.assets import raw_consumption
     from feedlot_pipeline.warehouse.assets import historico_consumo
-    from feedlot_pipeline.warehouse.checks import historico_checks
+    from feedlot_pipeline.warehouse.jobs import ingest_consumption_job
 
     return dg.Definitions(
         assets=[raw_consumption, historico_consumo],
-        asset_checks=historico_checks,
         jobs=[ingest_consumption_job],
         resources=build_resources(),
     ).resolve_job_def(JOB_NAME)
@@ -219,7 +220,7 @@ def workspace(instance: dg.DagsterInstance, path: Path | None) -> Iterator[Any]:
             module_name="feedlot_pipeline.definitions",
             attribute="defs",
             working_directory=None,
-            location_name=None,
+            location_name=CODE_LOCATION,
         )
     )
     with WorkspaceProcessContext(instance, target) as process:
@@ -440,5 +441,14 @@ def replay(
     for o in outcomes:
         by_status[o.status] = by_status.get(o.status, 0) + 1
     click.echo("  " + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())))
-    if any(o.status in ("FAILURE", "CANCELED") for o in outcomes):
+    unfinished = [o for o in outcomes if o.status != "SUCCESS"]
+    if unfinished:
+        # Queued or still running counts as not done: a replay that did not replay must not
+        # look like one that did (exit 0 means every partition was reloaded).
+        click.echo(
+            f"{len(unfinished)} run(s) did not succeed"
+            + (f" within {timeout:.0f} s" if not in_process else "")
+            + ": see the runs above in the Dagster UI",
+            err=True,
+        )
         raise SystemExit(1)

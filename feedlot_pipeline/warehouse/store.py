@@ -329,6 +329,21 @@ class Warehouse:
                     out[(fazenda, d)] = int(n)
         return out
 
+    def partition_rejection_counts(
+        self, partitions: Iterable[tuple[str, date]]
+    ) -> dict[tuple[str, date], int]:
+        """Rejections filed under each (farm, day)."""
+        rj = historico_consumo_rejeitados
+        out = {p: 0 for p in partitions}
+        with self.engine.connect() as conn:
+            for fazenda, dia in list(out):
+                out[(fazenda, dia)] = int(
+                    conn.execute(
+                        sa.select(sa.func.count()).where(rj.c.fazenda == fazenda, rj.c.dia == dia)
+                    ).scalar_one()
+                )
+        return out
+
     # --- rejections ----------------------------------------------------------------------------
 
     def replace_rejections(self, fazenda: str, dia: date, rejections: Sequence[Rejection]) -> None:

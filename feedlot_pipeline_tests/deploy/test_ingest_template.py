@@ -429,11 +429,13 @@ def test_landing_notification_targets_the_function_only_when_given() -> None:
     }
 
 
-def test_large_file_queue_dead_letters_after_five_receives() -> None:
+def test_large_file_queue_dead_letters_only_after_the_sensor_parks() -> None:
     queue = RES["LargeFileQueue"]["Properties"]
     assert render(queue["RedrivePolicy"]["deadLetterTargetArn"]) == "${LargeFileDlq.Arn}"
     assert render(queue["RedrivePolicy"]["maxReceiveCount"]) == "${LargeFileMaxReceiveCount}"
-    assert INGEST["Parameters"]["LargeFileMaxReceiveCount"]["Default"] == 5
+    from feedlot_pipeline.ingestion.queue_sensor import PARK_AFTER_RECEIVES
+
+    assert INGEST["Parameters"]["LargeFileMaxReceiveCount"]["Default"] > PARK_AFTER_RECEIVES
     dlq = RES["LargeFileDlq"]["Properties"]
     assert dlq["MessageRetentionPeriod"] >= queue["MessageRetentionPeriod"]
     assert RES["LargeFileDlq"]["DeletionPolicy"] == "Retain"

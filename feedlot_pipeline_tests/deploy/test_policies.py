@@ -269,7 +269,10 @@ def test_sensor_queue_dead_letters_after_five_receives() -> None:
     redrive = queue["RedrivePolicy"]
     assert render(redrive["deadLetterTargetArn"]) == "${SensorDlq.Arn}"
     assert render(redrive["maxReceiveCount"]) == "${SensorMaxReceiveCount}"
-    assert CORE["Parameters"]["SensorMaxReceiveCount"]["Default"] == 5
+    # SQS's blind redrive stays a last resort: the sensor parks with a reason before it.
+    from feedlot_pipeline.ingestion.queue_sensor import PARK_AFTER_RECEIVES
+
+    assert CORE["Parameters"]["SensorMaxReceiveCount"]["Default"] > PARK_AFTER_RECEIVES
     dlq = CORE["Resources"]["SensorDlq"]["Properties"]
     assert dlq["MessageRetentionPeriod"] == 14 * 24 * 3600
     assert dlq["MessageRetentionPeriod"] >= queue["MessageRetentionPeriod"]
