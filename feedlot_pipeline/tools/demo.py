@@ -84,7 +84,7 @@ def _runs_since(instance, since: datetime) -> dict[str, tuple[str, str | None]]:
     import dagster as dg
 
     records = instance.get_run_records(
-        dg.RunsFilter(job_name="ingest_consumption_job", created_after=since)
+        dg.RunsFilter(job_name="ingest_batch_job", created_after=since)
     )
     return {
         r.dagster_run.run_id: (
@@ -167,6 +167,22 @@ def _summary(engine, partitions: list[tuple[str, str]]) -> dict:
     return out
 
 
+def loaded_partitions(run_ids: list[str]) -> list[tuple[str, str]]:
+    """(fazenda, dia) of every raw object these runs loaded, from the load ledger."""
+    import sqlalchemy as sa
+
+    from feedlot_pipeline.warehouse.schema import historico_consumo_cargas as ledger
+    from feedlot_pipeline.warehouse.store import Warehouse
+
+    if not run_ids:
+        return []
+    with Warehouse.from_env() as wh, wh.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(ledger.c.fazenda, ledger.c.dia).where(ledger.c.run_id.in_(run_ids)).distinct()
+        ).all()
+    return sorted((fazenda, str(dia)[:10]) for fazenda, dia in rows)
+
+
 def count_rows(engine) -> int:
     from sqlalchemy import text
 
@@ -243,7 +259,7 @@ def demo(files: tuple[Path, ...], timeout: float, state_dir: Path) -> None:
         click.echo(f"Publishing {len(paths)} file(s) to SNS …")
         published = publish_files(paths, progress=False)
         click.echo(f"  published {published.records} records in {published.messages} messages")
-        click.echo("Waiting for the sensor and the partition runs …")
+        click.echo("Waiting for the sensor and its batch runs …")
         interval = Settings().sensor_interval_seconds
         progress = wait_for_pipeline(instance, since, timeout, quiet_seconds=2 * interval + 2)
     finally:
@@ -254,10 +270,11 @@ def demo(files: tuple[Path, ...], timeout: float, state_dir: Path) -> None:
             instance.wipe_daemon_heartbeats()
     runs = _runs_since(instance, since)
     failed = [rid for rid, (status, _) in runs.items() if status != "SUCCESS"]
-    partitions = sorted(
-        {tuple(reversed(p.split("|"))) for _, p in runs.values() if p}  # "dia|fazenda"
+    partitions = loaded_partitions(list(runs))
+    click.echo(
+        f"\n{len(progress.runs)} batch run(s) for {len(partitions)} farm × day partition(s), "
+        f"{len(failed)} not successful"
     )
-    click.echo(f"\n{len(progress.runs)} partition run(s), {len(failed)} not successful")
     report(partitions, rows_before)
     if failed:
         raise click.ClickException(f"runs not successful: {', '.join(failed)}")

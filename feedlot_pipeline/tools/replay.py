@@ -441,7 +441,10 @@ def replay(
     for o in outcomes:
         by_status[o.status] = by_status.get(o.status, 0) + 1
     click.echo("  " + ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())))
-    unfinished = [o for o in outcomes if o.status != "SUCCESS"]
+    # Waited for (the default): anything but SUCCESS fails the command. Not waited for: only a
+    # run that already failed or was canceled does.
+    bad = {"FAILURE", "CANCELED"} if not (wait or in_process) else None
+    unfinished = [o for o in outcomes if (o.status in bad if bad else o.status != "SUCCESS")]
     if unfinished:
         # Queued or still running counts as not done: a replay that did not replay must not
         # look like one that did (exit 0 means every partition was reloaded).

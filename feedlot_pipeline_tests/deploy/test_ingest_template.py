@@ -579,7 +579,7 @@ def test_large_file_queue_on_moto(ingest: dict) -> None:
     )["Attributes"]
     assert json.loads(attrs["RedrivePolicy"]) == {
         "deadLetterTargetArn": out["LargeFileDlqArn"],
-        "maxReceiveCount": 5,
+        "maxReceiveCount": 10,
     }
     assert attrs["SqsManagedSseEnabled"] == "true"
 
