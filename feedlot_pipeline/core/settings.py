@@ -136,6 +136,12 @@ class Settings(_FromEnv):
         description="largest POST /consumo body the API accepts (413 above; API Gateway itself "
         "stops at 10 MB)",
     )
+    ingest_api_max_records: int = Field(
+        5_000,
+        ge=1,
+        description="most records in one POST /consumo (413 above): bounds the memory and time "
+        "of one request whatever the body holds (a 1 MiB body of `{}`s is 350,000 records)",
+    )
     ingest_api_key: SecretStr | None = Field(
         None,
         description="API key of POST /consumo (x-api-key) for the local API gateway and "

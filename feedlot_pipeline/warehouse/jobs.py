@@ -39,8 +39,17 @@ ingest_consumption_job = dg.define_asset_job(
 )
 
 
+# A warehouse restart or a lake hiccup fails an attempt, not the batch: 5, 10, 20, 40, 80 s apart
+# (about 2.5 minutes in all); then the run fails, run retries start it again, and whatever is
+# still not loaded is found by the sweep (its objects are not in the ledger).
+LOAD_RETRY = dg.RetryPolicy(
+    max_retries=5, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
+
 @dg.op(
     name=BATCH_OP,
+    retry_policy=LOAD_RETRY,
     description="Load the noticed raw objects of every partition in the batch, check each "
     "partition, and record one materialization and check result per partition.",
 )
