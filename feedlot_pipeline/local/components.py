@@ -11,7 +11,7 @@ from feedlot_pipeline.local.services import LOOPBACK, ServiceError
 from feedlot_pipeline.local.state import StatePaths, read_env_file
 from feedlot_pipeline.local.supervisor import ServiceInfo, ServiceSpec, ensure_running, probe
 
-MOTO_MARKER = "moto.server"
+MOTO_MARKER = "feedlot_pipeline.local.moto_speedups"  # moto.server with its hot spots fixed
 BRIDGE_MARKER = "feedlot_pipeline.local.lambda_bridge"
 API_MARKER = "feedlot_pipeline.local.api_gateway"
 SSM_AGENT_MARKER = "feedlot_pipeline.local.ssm_agent"
