@@ -7,8 +7,8 @@ Profiled with py-spy at 20 records/s (moto at 95 % of a core, ~125 requests/s):
   changes while the server runs: computed once.
 - 28 %: every ``SendMessage`` reads the queue's attributes for one flag, and building them counts
   the queue's messages three times over, asking the clock for every message
-  (``Message.visible``/``delayed``), so a send costs O(backlog). The counters are computed in one
-  pass with one clock reading.
+  (``Message.visible``/``delayed``), so a send costs O(backlog); every ``ReceiveMessage`` lists
+  the visible messages the same way. The counts and the list take one clock reading per pass.
 
 Behaviour is unchanged (same counts, same routing); only the cost. Applied by the launcher the
 local stack starts moto with (``python -m feedlot_pipeline.local.moto_speedups``).
@@ -42,6 +42,15 @@ def apply() -> None:
                 delayed += 1
         return visible, not_visible, delayed
 
+    def visible_messages(queue: Any) -> list[Any]:
+        now = unix_time_millis()
+        return [
+            m
+            for m in queue._messages  # noqa: SLF001
+            if now > m.visible_at and not now < m.delayed_until
+        ]
+
+    sqs.Queue.messages = property(visible_messages)
     sqs.Queue.approximate_number_of_messages = property(lambda q: counts(q)[0])
     sqs.Queue.approximate_number_of_messages_not_visible = property(lambda q: counts(q)[1])
     sqs.Queue.approximate_number_of_messages_delayed = property(lambda q: counts(q)[2])

@@ -22,6 +22,7 @@ from feedlot_pipeline.ingestion.partitions import farm_day_partitions, split_key
 from feedlot_pipeline.ingestion.resources import LakeResource
 from feedlot_pipeline.ingestion.sensors import LANE_TAG, STREAM_LANE
 from feedlot_pipeline.warehouse.assets import historico_consumo
+from feedlot_pipeline.warehouse.events import log_materializations
 from feedlot_pipeline.warehouse.loading import (
     historico_materialization,
     load_objects,
@@ -75,9 +76,16 @@ def load_noticed_objects(
         )
         rows = wh.partition_row_counts(outcome.partitions)
     loaded_at = time.monotonic()
-    for where, load in sorted(outcome.partitions.items()):
-        context.log_event(raw_materialization(load))
-        context.log_event(historico_materialization(load, rule, rows.get(where), context.run_id))
+    ordered = sorted(outcome.partitions.items())
+    log_materializations(context, [raw_materialization(load) for _, load in ordered])
+    log_materializations(
+        context,
+        [
+            historico_materialization(load, rule, rows.get(where), context.run_id)
+            for where, load in ordered
+        ],
+    )
+    for _, load in ordered:
         for evaluation in load.checks.evaluations():
             context.log_event(evaluation)
     failed = outcome.failed
