@@ -93,4 +93,4 @@ def historico_consumo(
     metadata = materialization_metadata(load, rule, rows)
     metadata["seconds"] = round(outcome.report.seconds, 3)
     yield dg.MaterializeResult(metadata=metadata)
-    yield from load.checks.results()
+    yield load.checks.result()

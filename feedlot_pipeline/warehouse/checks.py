@@ -1,13 +1,15 @@
-"""The blocking checks of historico_consumo, per farm × day partition, read once per load.
+"""The blocking check of historico_consumo, per farm × day partition, read once per load.
 
-Both checks compare the load with the warehouse as it is after the load, for the raw objects the
-load read — never with what landed after it, so a record landing meanwhile cannot fail them:
+One check result per partition and load (a streaming batch logs one for every partition it
+loaded, so each costs one event, not four), made of two parts, each with its metadata. Both
+compare the load with the warehouse as it is after the load, for the raw objects the load read —
+never with what landed after it, so a record landing meanwhile cannot fail them:
 
-- ``reconciles_with_raw``: every line read is accounted for (landed = loaded + rejected), the
-  rejections table holds exactly the load's rejected lines, and the row of every loaded record is
-  in historico_consumo.
-- ``rows_valid``: those rows have every required column and the consumo_meta their recorded
-  rule computes (the id is the primary key, so it is unique by construction).
+- reconciliation: every line read is accounted for (landed = loaded + rejected), the rejections
+  table holds exactly the load's rejected lines, and the row of every loaded record is in
+  historico_consumo;
+- validity: those rows have every required column and the consumo_meta their recorded rule
+  computes (the id is the primary key, so it is unique by construction).
 
 The inputs come from two queries per load, whatever the number of partitions: the rejections
 filed against the objects read, and the stored rows of the ids loaded. A partition that fails
@@ -30,30 +32,21 @@ from feedlot_pipeline.warehouse.batches import LedgerEntry
 from feedlot_pipeline.warehouse.store import Warehouse
 
 HISTORICO_CONSUMO = dg.AssetKey("historico_consumo")
-RECONCILES = "reconciles_with_raw"
-ROWS_VALID = "rows_valid"
+CHECK_NAME = "loaded_as_landed"
 TOLERANCE = 1e-6
 
 CHECK_SPECS = [
     dg.AssetCheckSpec(
-        RECONCILES,
+        CHECK_NAME,
         asset=HISTORICO_CONSUMO,
         blocking=True,
         partitions_def=farm_day_partitions,
         description=(
-            "Every line the load read from the raw zone is accounted for: landed = loaded + "
-            "rejected; the rejections table holds exactly the load's rejected lines; every "
-            "loaded record's row is in historico_consumo."
-        ),
-    ),
-    dg.AssetCheckSpec(
-        ROWS_VALID,
-        asset=HISTORICO_CONSUMO,
-        blocking=True,
-        partitions_def=farm_day_partitions,
-        description=(
-            "The rows of the loaded records have every required column and the consumo_meta "
-            "that the rule recorded on each row computes."
+            "Reconciliation: every line the load read from the raw zone is accounted for "
+            "(landed = loaded + rejected), the rejections table holds exactly the load's "
+            "rejected lines, and every loaded record's row is in historico_consumo. Validity: "
+            "those rows have every required column and the consumo_meta that the rule "
+            "recorded on each row computes."
         ),
     ),
 ]
@@ -78,33 +71,31 @@ class PartitionChecks:
     def partition_key(self) -> str:
         return str(farm_day_key(self.fazenda, self.dia))
 
-    def results(self) -> list[dg.AssetCheckResult]:
-        """For an asset step that owns the partition (check_specs on the asset)."""
-        return [
-            dg.AssetCheckResult(
-                check_name=RECONCILES, passed=self.reconciles, metadata=self.reconcile_metadata
-            ),
-            dg.AssetCheckResult(
-                check_name=ROWS_VALID, passed=self.rows_valid, metadata=self.rows_metadata
-            ),
-        ]
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "reconciles": self.reconciles,
+            "rows_valid": self.rows_valid,
+            **self.reconcile_metadata,
+            **self.rows_metadata,
+        }
 
-    def evaluations(self) -> list[dg.AssetCheckEvaluation]:
+    def result(self) -> dg.AssetCheckResult:
+        """For an asset step that owns the partition (check_specs on the asset)."""
+        return dg.AssetCheckResult(
+            check_name=CHECK_NAME, passed=self.passed, metadata=self.metadata
+        )
+
+    def evaluation(self) -> dg.AssetCheckEvaluation:
         """For a batch run logging many partitions' outcomes."""
-        return [
-            dg.AssetCheckEvaluation(
-                asset_key=HISTORICO_CONSUMO,
-                check_name=name,
-                passed=passed,
-                metadata=metadata,
-                blocking=True,
-                partition=self.partition_key,
-            )
-            for name, passed, metadata in (
-                (RECONCILES, self.reconciles, self.reconcile_metadata),
-                (ROWS_VALID, self.rows_valid, self.rows_metadata),
-            )
-        ]
+        return dg.AssetCheckEvaluation(
+            asset_key=HISTORICO_CONSUMO,
+            check_name=CHECK_NAME,
+            passed=self.passed,
+            metadata=self.metadata,
+            blocking=True,
+            partition=self.partition_key,
+        )
 
 
 def evaluate(

@@ -86,8 +86,7 @@ def load_noticed_objects(
         ],
     )
     for _, load in ordered:
-        for evaluation in load.checks.evaluations():
-            context.log_event(evaluation)
+        context.log_event(load.checks.evaluation())
     failed = outcome.failed
     report = outcome.report
     context.log.info(
