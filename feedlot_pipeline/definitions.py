@@ -20,6 +20,7 @@ from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.ingestion.assets import raw_consumption
 from feedlot_pipeline.ingestion.resources import LakeResource, SensorQueueResource
 from feedlot_pipeline.ingestion.sensors import build_consumption_events_sensor
+from feedlot_pipeline.observability.definitions import definitions as observability_definitions
 from feedlot_pipeline.warehouse.assets import historico_consumo
 from feedlot_pipeline.warehouse.checks import historico_checks
 from feedlot_pipeline.warehouse.jobs import ingest_consumption_job
@@ -48,7 +49,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
     }
 
 
-defs = dg.Definitions(
+_core_defs = dg.Definitions(
     assets=[raw_consumption, historico_consumo, api_snapshot, ebs_snapshots, worker_bulk_import],
     asset_checks=historico_checks,
     jobs=[ingest_consumption_job, api_snapshot_job, ebs_backup_job, worker_bulk_import_job],
@@ -59,3 +60,5 @@ defs = dg.Definitions(
     schedules=[api_snapshot_schedule, build_ebs_backup_schedule()],
     resources=build_resources(),
 )
+
+defs = dg.Definitions.merge(_core_defs, observability_definitions())
