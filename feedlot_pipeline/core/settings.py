@@ -267,6 +267,8 @@ class WorkerSettings(_FromEnv):
         "FEEDLOT_PARTITION_START",
         "FEEDLOT_WAREHOUSE_SECRET",
         "FEEDLOT_WAREHOUSE_SECRET_KEY",
+        "FEEDLOT_METRICS_NAMESPACE",
+        "FEEDLOT_METRICS_ENABLED",
     )
 
     def pipes_bucket_or(self, processed_bucket: str) -> str:
