@@ -49,16 +49,25 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
     }
 
 
-_core_defs = dg.Definitions(
-    assets=[raw_consumption, historico_consumo, api_snapshot, ebs_snapshots, worker_bulk_import],
-    asset_checks=historico_checks,
-    jobs=[ingest_consumption_job, api_snapshot_job, ebs_backup_job, worker_bulk_import_job],
-    sensors=[
-        build_consumption_events_sensor(ingest_consumption_job),
-        build_large_file_sensor(worker_bulk_import_job),
-    ],
-    schedules=[api_snapshot_schedule, build_ebs_backup_schedule()],
-    resources=build_resources(),
-)
+def _core_definitions() -> dg.Definitions:
+    """The data flow's parts (a function: Dagster allows one Definitions at module scope)."""
+    return dg.Definitions(
+        assets=[
+            raw_consumption,
+            historico_consumo,
+            api_snapshot,
+            ebs_snapshots,
+            worker_bulk_import,
+        ],
+        asset_checks=historico_checks,
+        jobs=[ingest_consumption_job, api_snapshot_job, ebs_backup_job, worker_bulk_import_job],
+        sensors=[
+            build_consumption_events_sensor(ingest_consumption_job),
+            build_large_file_sensor(worker_bulk_import_job),
+        ],
+        schedules=[api_snapshot_schedule, build_ebs_backup_schedule()],
+        resources=build_resources(),
+    )
 
-defs = dg.Definitions.merge(_core_defs, observability_definitions())
+
+defs = dg.Definitions.merge(_core_definitions(), observability_definitions())
