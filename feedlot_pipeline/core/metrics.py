@@ -581,8 +581,11 @@ def record_load(
     """Emit the metrics of one batch load run, in one PutMetricData call; never raises.
 
     Call it once per run, after the run's loads finished (also for a run that loaded nothing:
-    zeros are data). ``latency`` comes from ``event_to_row_latency``; ``rows_by_farm`` is the
-    rows loaded per farm of this run (farms with 0 rows may be left out).
+    zeros are data). ``job`` is the Dagster job name. ``latency`` comes from
+    ``event_to_row_latency`` over one sample per raw object: (the object's landing time — the
+    notice's ``landed_at``, or its ``received-at`` metadata —, the run's ``row_ts``, rows loaded
+    from it). ``rows_by_farm`` is the rows loaded per farm in this run (farms with 0 rows may be
+    left out; pass None when farms are too many to be series, see deploy/monitoring.md).
     """
     buffer = MetricsBuffer(settings)
     counts = {

@@ -207,13 +207,15 @@ class LandingMetrics:
         self.add("LandingLatency", max(0.0, (now - since) * 1000))
 
     def flush(self) -> dict | None:
-        """Print the EMF line (and mirror it where nothing extracts EMF); never raises."""
+        """Print the EMF line (and mirror it where nothing extracts EMF; then the document is
+        returned); never raises."""
         try:
             if not self.metrics.provider.metric_set:
                 return None
-            document = self.metrics.serialize_metric_set()
-            self.metrics.flush_metrics()
-            if self.settings.metrics_enabled and self.settings.emf_mirror_on():
+            mirror = self.settings.metrics_enabled and self.settings.emf_mirror_on()
+            document = self.metrics.serialize_metric_set() if mirror else None
+            self.metrics.flush_metrics()  # the EMF line on stdout
+            if document is not None:
                 feedlot_metrics.emf_mirror.submit(document, self.settings)
             return document
         except Exception as err:  # noqa: BLE001 - metrics never fail a landing
