@@ -179,8 +179,8 @@ def test_stack_creates_the_topic_and_the_dashboard_on_moto(stack: dict) -> None:
     outputs = _outputs(stack["stack"])
     assert outputs["AlertsTopicArn"].endswith(f":{env}-alerts")
     assert outputs["DashboardName"] == f"feedlot-{env}-overview"
-    topics = client("sns").list_topics()["Topics"]
-    assert {"TopicArn": outputs["AlertsTopicArn"]} in topics
+    attributes = client("sns").get_topic_attributes(TopicArn=outputs["AlertsTopicArn"])
+    assert attributes["Attributes"]["TopicArn"] == outputs["AlertsTopicArn"]
     body = client("cloudwatch").get_dashboard(DashboardName=f"feedlot-{env}-overview")[
         "DashboardBody"
     ]

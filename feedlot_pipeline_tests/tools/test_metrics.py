@@ -1,4 +1,8 @@
-"""``feedlot metrics``: metrics emitted to moto's CloudWatch, read back and shown per series."""
+"""``feedlot metrics``: metrics emitted to moto's CloudWatch, read back and shown per series.
+
+Dimension values are unique per test too: moto 5.2.5's GetMetricData ignores the namespace of a
+query that has dimensions, so other tests' series with the same name and dimensions would count.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +19,9 @@ from feedlot_pipeline.tools.metrics import read_metrics, render, sparkline
 FEEDLOT = Path(sys.executable).with_name("feedlot")
 
 
-def _emit(now: datetime) -> None:
+def _emit(now: datetime, tag: str) -> None:
     m.record_load(
-        job="ingest_consumption_job",
+        job=f"ingest-{tag}",
         seconds=4.0,
         loaded=120,
         inserted=100,
@@ -31,21 +35,22 @@ def _emit(now: datetime) -> None:
     )
     for minutes_ago, value in ((3, 10.0), (1, 30.0), (1, 20.0)):
         buffer = m.MetricsBuffer(timestamp=now - timedelta(minutes=minutes_ago))
-        buffer.add("RecordsReceived", value, Source="api")
+        buffer.add("RecordsReceived", value, Source=f"api-{tag}")
         buffer.flush()
 
 
 def test_view_reads_back_counts_sums_and_minutes(metrics_ns: str) -> None:
     now = datetime.now(timezone.utc)
-    _emit(now)
+    tag = metrics_ns[-8:]
+    _emit(now, tag)
     view = read_metrics(metrics_ns, 10, now=now)
     by_name = {(s.name, s.dims): s for s in view.series}
-    received = by_name[("RecordsReceived", (("Source", "api"),))]
+    received = by_name[("RecordsReceived", (("Source", f"api-{tag}"),))]
     assert (received.count, received.total, received.maximum) == (3, 60, 30)
     # one character per minute: 10 at 3 min ago, 30 + 20 at 1 min ago, nothing else
     assert [v for v in received.per_minute if v is not None] == [10.0, 50.0]
     assert received.per_minute.index(10.0) == received.per_minute.index(50.0) - 2
-    latency = by_name[("EventToRowLatency", (("Job", "ingest_consumption_job"),))]
+    latency = by_name[("EventToRowLatency", (("Job", f"ingest-{tag}"),))]
     assert latency.count == 120 and latency.maximum == 40
     assert abs(latency.average - (100 * 8 + 20 * 40) / 120) < 0.01
     assert view.percentiles is False  # moto 5.2 computes no percentile statistics
@@ -59,7 +64,8 @@ def test_view_reads_back_counts_sums_and_minutes(metrics_ns: str) -> None:
 
 
 def test_command_prints_the_view_and_explains_an_unreachable_endpoint(metrics_ns: str) -> None:
-    _emit(datetime.now(timezone.utc))
+    tag = metrics_ns[-8:]
+    _emit(datetime.now(timezone.utc), tag)
     done = subprocess.run(
         [str(FEEDLOT), "metrics", "--minutes", "5", "--namespace", metrics_ns],
         capture_output=True,
@@ -67,7 +73,7 @@ def test_command_prints_the_view_and_explains_an_unreachable_endpoint(metrics_ns
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert "RowsInserted" in done.stdout and "Job=ingest_consumption_job" in done.stdout
+    assert "RowsInserted" in done.stdout and f"Job=ingest-{tag}" in done.stdout
 
     empty = subprocess.run(
         [str(FEEDLOT), "metrics", "--namespace", metrics_ns + "-none"],
