@@ -47,15 +47,31 @@ def error_text(error: SerializableErrorInfo | None) -> str | None:
     """The messages of an error and its causes, innermost last, without stack traces."""
     if error is None:
         return None
+    return "\n← ".join(_messages(error))[:MAX_ERROR_CHARS]
+
+
+def _messages(error: SerializableErrorInfo) -> list[str]:
+    """``Class: message`` of an error and its causes (at most 5), module paths dropped."""
     parts: list[str] = []
     current: SerializableErrorInfo | None = error
     while current is not None and len(parts) < 5:
         message = current.message.strip()
-        if current.cls_name and not message.startswith(current.cls_name):
+        head, _, rest = message.partition(": ")
+        if current.cls_name and head.rsplit(".", 1)[-1] == current.cls_name:
+            message = f"{current.cls_name}: {rest}"  # "pkg.mod.Error: text" -> "Error: text"
+        elif current.cls_name:
             message = f"{current.cls_name}: {message}"
         parts.append(message)
         current = current.cause
-    return "\n← ".join(parts)[:MAX_ERROR_CHARS]
+    return parts
+
+
+def headline(error: SerializableErrorInfo | None) -> str | None:
+    """The first line of the innermost cause: what went wrong, for a title."""
+    if error is None:
+        return None
+    lines = [line for line in _messages(error)[-1].splitlines() if line.strip()]
+    return lines[0].strip() if lines else None
 
 
 def _plain(value: Any) -> Any:
@@ -145,11 +161,10 @@ def run_failure_alert(
     s = settings or ObservabilitySettings()
     run = context.dagster_run
     steps = context.get_step_failure_events()
-    step_errors = [
-        error_text(getattr(e.event_specific_data, "error", None)) for e in steps if e is not None
-    ]
+    errors = [getattr(e.event_specific_data, "error", None) for e in steps if e is not None]
     failure = context.failure_event.event_specific_data
-    error = next((e for e in step_errors if e), None) or error_text(getattr(failure, "error", None))
+    first = next((e for e in errors if e is not None), None) or getattr(failure, "error", None)
+    error = error_text(first)
     if error is None:
         error = (context.failure_event.message or "").strip()[:MAX_ERROR_CHARS] or None
     checks = failed_checks(context.instance, run.run_id)
@@ -159,7 +174,7 @@ def run_failure_alert(
     if checks:
         title += f": {len(checks)} failed check(s)"
     elif error:
-        title += f": {error.splitlines()[-1][:120]}"
+        title += f": {(headline(first) or error.splitlines()[0])[:140]}"
     return _document(
         kind="run_failure",
         severity="error",

@@ -15,7 +15,7 @@ from sqlalchemy import create_engine
 from feedlot_pipeline.core.contracts import AlertDocument
 from feedlot_pipeline.ingestion.landing import land_records
 from feedlot_pipeline.ingestion.partitions import farm_day_key, farms_partitions
-from feedlot_pipeline.observability.alerts import encode, error_text, publish_alert
+from feedlot_pipeline.observability.alerts import encode, error_text, headline, publish_alert
 from feedlot_pipeline.observability.sensors import (
     build_check_failure_alert_sensor,
     build_run_failure_alert_sensor,
@@ -83,7 +83,7 @@ def test_a_failed_run_publishes_one_alert_with_its_error_and_link(aws, alerts, i
     assert "OperationalError" in alert.error and "127.0.0.1" in alert.error
     assert "Stack Trace" not in alert.error  # messages only
     assert alert.run_url == f"http://dagster.example:3000/runs/{run_id}"
-    assert alert.title.startswith(f"{alert.job} [{PARTITION}] failed")
+    assert alert.title.startswith(f"{alert.job} [{PARTITION}] failed: OperationalError: ")
     assert alert.failed_checks == [] and alert.time.endswith("Z")
 
     failure.tick()  # the cursor moved on: the same failure is not alerted twice
@@ -191,6 +191,21 @@ def test_error_text_and_size_limits() -> None:
     inner = SerializableErrorInfo("boom\n", ["stack"], "ValueError")
     outer = SerializableErrorInfo("Error in op", ["stack"], "DagsterError", cause=inner)
     assert error_text(outer) == "DagsterError: Error in op\n← ValueError: boom"
+    qualified = SerializableErrorInfo(
+        "psycopg.OperationalError: connection failed\n\tIs the server running?",
+        [],
+        "OperationalError",
+    )
+    wrapped = SerializableErrorInfo(
+        'dagster._core.errors.DagsterExecutionStepExecutionError: Error in "op"',
+        [],
+        "DagsterExecutionStepExecutionError",
+        cause=qualified,
+    )
+    assert error_text(wrapped).splitlines()[0] == (
+        'DagsterExecutionStepExecutionError: Error in "op"'
+    )
+    assert headline(wrapped) == "OperationalError: connection failed"
     from feedlot_pipeline.core.contracts import FailedCheck
 
     big = FailedCheck(asset="a", check="c", metadata={"x": "y" * 2000})
