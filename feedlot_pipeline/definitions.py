@@ -18,6 +18,7 @@ from feedlot_pipeline.backups import definitions as backups
 from feedlot_pipeline.backups.resources import EbsBackupResource
 from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.ingestion.resources import LakeResource, SensorQueueResource
+from feedlot_pipeline.observability import definitions as observability
 from feedlot_pipeline.warehouse import definitions as warehouse
 from feedlot_pipeline.warehouse.resources import WarehouseResource
 from feedlot_pipeline.worker import definitions as worker
@@ -47,5 +48,6 @@ defs = dg.Definitions.merge(
     worker.definitions(),
     api_source.definitions(),
     backups.definitions(),
+    observability.definitions(),
     dg.Definitions(resources=build_resources()),
 )

@@ -226,3 +226,13 @@ def ssm_worker(worker_stack: WorkerStack, monkeypatch: pytest.MonkeyPatch) -> Wo
     """The worker stack, with this process's SSM calls going through the agent's endpoint."""
     monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", worker_stack.endpoint)
     return worker_stack
+
+
+# from core.test_metrics (and observability/, lambdas/): metrics of this test's own
+@pytest.fixture()
+def metrics_ns(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A CloudWatch namespace of this test's own on the moto server (exported as
+    FEEDLOT_METRICS_NAMESPACE), so no other test's metrics are read back."""
+    namespace = f"Feedlot-t{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("FEEDLOT_METRICS_NAMESPACE", namespace)
+    return namespace

@@ -433,7 +433,12 @@ def expected_valid(records: list) -> int:
 
 
 # from warehouse.test_assets
-def materialize(instance, settings, warehouse_url, fazenda="fazenda_um", day=DAY):
+def materialize(instance, settings, warehouse_url, fazenda="fazenda_um", day=DAY, retries=False):
+    """historico_consumo of one partition, in process. Transient failures are not retried unless
+    asked for (then FEEDLOT_LOAD_RETRIES): a test that fails a load on purpose would otherwise
+    wait out the load's backoff."""
+    from feedlot_pipeline.warehouse.loading import RETRIES_TAG
+
     return dg.materialize(
         [raw_consumption, historico_consumo],
         partition_key=str(farm_day_key(fazenda, day)),
@@ -444,6 +449,7 @@ def materialize(instance, settings, warehouse_url, fazenda="fazenda_um", day=DAY
         },
         selection=[historico_consumo.key],
         raise_on_error=False,
+        tags=None if retries else {RETRIES_TAG: "0"},
     )
 
 
@@ -609,3 +615,42 @@ def db_counts(url: str) -> dict[str, Any]:
     finally:
         engine.dispose()
     return {"rows": rows, "rejected_by_code": by_code, "rows_off_partition": bad_keys}
+
+
+# from core.test_metrics (and observability/, lambdas/)
+def metric_stats(
+    namespace: str, name: str, minutes: float = 30, **dims: str
+) -> dict[str, float] | None:
+    """Sum, SampleCount, Minimum and Maximum of one metric series over the last ``minutes``, read
+    back from CloudWatch (moto) with GetMetricStatistics; None when it has no data."""
+    from datetime import timedelta
+
+    now = datetime.now(timezone.utc)
+    points = client("cloudwatch").get_metric_statistics(
+        Namespace=namespace,
+        MetricName=name,
+        Dimensions=[{"Name": k, "Value": v} for k, v in dims.items()],
+        StartTime=now - timedelta(minutes=minutes),
+        EndTime=now + timedelta(minutes=1),
+        Period=60,
+        Statistics=["Sum", "SampleCount", "Minimum", "Maximum"],
+    )["Datapoints"]
+    if not points:
+        return None
+    return {
+        "Sum": sum(p["Sum"] for p in points),
+        "SampleCount": sum(p["SampleCount"] for p in points),
+        "Minimum": min(p["Minimum"] for p in points),
+        "Maximum": max(p["Maximum"] for p in points),
+    }
+
+
+# from core.test_metrics (and observability/, lambdas/)
+def metric_names(namespace: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]:
+    """(metric name, sorted dimensions) of every series in ``namespace`` (ListMetrics)."""
+    out = set()
+    for page in client("cloudwatch").get_paginator("list_metrics").paginate(Namespace=namespace):
+        for metric in page["Metrics"]:
+            dims = tuple(sorted((d["Name"], d["Value"]) for d in metric.get("Dimensions", [])))
+            out.add((metric["MetricName"], dims))
+    return out

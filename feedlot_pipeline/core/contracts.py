@@ -203,3 +203,49 @@ class ClientMapDocument(Contract):
     clients: dict[str, str]
     digest: str
     published_at: str
+
+
+class FailedCheck(BaseModel):
+    """One failed asset check evaluation named in an alert."""
+
+    model_config = ConfigDict(frozen=True, strict=False, extra="ignore")
+
+    asset: str
+    check: str
+    partition: str | None = None
+    severity: str = "ERROR"
+    blocking: bool | None = None
+    description: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class AlertDocument(Contract):
+    """An operator alert on the alerts topic: a failed Dagster run, or failed asset checks of a
+    run that succeeded (a failing blocking check fails its run, so it comes as ``run_failure``
+    with the check listed: one alert per run, never two).
+
+    ``partition`` is the run's own partition (``dagster/partition``), None for a batch run over
+    many; ``partitions`` are the partitions named by its failed checks. ``error`` is the first
+    failed step's error (else the run's), cut to 4000 characters; ``failed_checks`` lists at most
+    50, ``failed_checks_total`` says how many failed.
+    """
+
+    model_config = ConfigDict(frozen=True, strict=False, extra="ignore")
+
+    type: Literal["feedlot_alert"] = "feedlot_alert"
+    version: Literal[1] = 1
+    kind: Literal["run_failure", "check_failure"]
+    severity: Literal["error", "warning"]
+    title: str = Field(max_length=200)
+    run_id: str
+    job: str
+    partition: str | None = None
+    partitions: list[str] = Field(default_factory=list)
+    error: str | None = None
+    failed_steps: list[str] = Field(default_factory=list)
+    failed_checks: list[FailedCheck] = Field(default_factory=list)
+    failed_checks_total: int = 0
+    run_url: str
+    time: str  # ISO 8601, UTC: when the run failed or finished
+    tags: dict[str, str] = Field(default_factory=dict)
+    host: str = ""

@@ -127,6 +127,18 @@ class Settings(_FromEnv):
         ge=0,
         description="objects younger than this are left to their notices (still in flight)",
     )
+    load_retries: int = Field(
+        5,
+        ge=0,
+        description="times a load step is retried after a transient failure (the warehouse or "
+        "the lake unreachable: a restart, a failover); other errors fail at once",
+    )
+    load_retry_delay_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="wait before the first retry of a load step; doubled at each retry, with "
+        "±25 percent jitter (5 retries from 5 s span about 2.5 minutes)",
+    )
     consumo_meta_rule: str = Field(
         "peso_medio_pct_1_76", description="name of the consumo_meta rule"
     )
@@ -290,6 +302,8 @@ class WorkerSettings(_FromEnv):
         "FEEDLOT_PARTITION_START",
         "FEEDLOT_WAREHOUSE_SECRET",
         "FEEDLOT_WAREHOUSE_SECRET_KEY",
+        "FEEDLOT_METRICS_NAMESPACE",
+        "FEEDLOT_METRICS_ENABLED",
     )
 
     def pipes_bucket_or(self, processed_bucket: str) -> str:
@@ -411,12 +425,83 @@ class LocalSettings(_FromEnv):
         return tuple(float(p) for p in self.lambda_retry_seconds.split(",") if p.strip())
 
 
+class ObservabilitySettings(_FromEnv):
+    """Metrics (CloudWatch), alerts (SNS) and the thresholds the alarms and dashboards use."""
+
+    metrics_namespace: str = Field(
+        "Feedlot",
+        pattern=r"^[A-Za-z0-9_./#:-]{1,255}$",
+        description="CloudWatch namespace of every metric the platform emits (iam.yaml's "
+        "MetricsNamespace must name the same one: PutMetricData is granted for it alone)",
+    )
+    metrics_enabled: bool = Field(
+        True,
+        description="send metrics to CloudWatch (PutMetricData, EMF); off: metrics are only "
+        "logged. Metrics are best effort either way: a CloudWatch failure is logged, never raised",
+    )
+    metrics_emf_mirror: str = Field(
+        "auto",
+        pattern=r"^(auto|on|off)$",
+        description="whether the Lambdas also send their EMF metric lines with PutMetricData: "
+        "auto = only outside the AWS Lambda runtime (AWS_EXECUTION_ENV), where no CloudWatch "
+        "Logs extracts EMF from stdout (the local stack); on; off",
+    )
+    metrics_timeout_seconds: float = Field(
+        5.0,
+        gt=0,
+        description="connect and read timeout of one PutMetricData call (then it is dropped, "
+        "logged)",
+    )
+    aws_execution_env: str | None = Field(
+        None,
+        validation_alias="AWS_EXECUTION_ENV",
+        description="set by the AWS Lambda runtime (AWS_Lambda_python3.11…); never set it",
+    )
+    alerts_topic: str = Field(
+        "feedlot-alerts",
+        description="SNS topic (name or ARN) of operator alerts: failed Dagster runs and failed "
+        "asset checks (structured AlertDocument), and the CloudWatch alarms",
+    )
+    alerts_inbox: str = Field(
+        "feedlot-alerts-inbox",
+        description="SQS queue subscribed to the alerts topic (raw delivery) to read alerts "
+        "locally: `feedlot dlq list --queue feedlot-alerts-inbox`",
+    )
+    dagster_ui_url: str = Field(
+        "http://127.0.0.1:3000",
+        description="base URL of the Dagster UI, for the run links in alerts",
+    )
+    backlog_interval_seconds: int = Field(
+        60,
+        ge=10,
+        description="interval of backlog_metrics_sensor (queue depths) and farm_freshness_sensor",
+    )
+    event_to_row_p95_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="event → row latency p95 above which the EventToRowLatency alarm fires "
+        "(dashboards draw it as a threshold)",
+    )
+    farm_silence_hours: float = Field(
+        26.0,
+        gt=0,
+        description="a farm with no rows loaded for this long counts in SilentFarms (alarm > 0)",
+    )
+
+    def emf_mirror_on(self) -> bool:
+        """Whether a Lambda's EMF lines also go out with PutMetricData (see metrics_emf_mirror)."""
+        if self.metrics_emf_mirror == "auto":
+            return not (self.aws_execution_env or "").startswith("AWS_Lambda_")
+        return self.metrics_emf_mirror == "on"
+
+
 ALL: tuple[type[_FromEnv], ...] = (
     Settings,
     WorkerSettings,
     BackupSettings,
     PublicApiSettings,
     LocalSettings,
+    ObservabilitySettings,
 )
 
 

@@ -25,6 +25,11 @@ Responses (JSON, ``x-correlation-id`` header echoed):
   than ``FEEDLOT_INGEST_API_MAX_RECORDS`` records in one body.
 - 503 when landing fails (S3/SQS/warehouse): nothing is acknowledged, the client retries.
 
+Metrics (``common.landing_metrics``, EMF, dimension Source=api): RecordsReceived, RecordsLanded,
+RecordsRejected (by the core rules, as above), LandingLatency (API Gateway's request time →
+landed and announced), RequestsRefused (4xx), LandingFailures (503 or an exception). One
+``rejections`` log line per reason code of a request feeds the Logs Insights query.
+
 An ``idempotency-key`` header makes a retried request land nothing twice: the object key is built
 from it and a hash of the body, so the same key with a different body lands separately.
 """
@@ -218,6 +223,30 @@ def check_event(event: Any) -> None:
 @event_source(data_class=APIGatewayProxyEvent)
 def handler(event: APIGatewayProxyEvent, context: Any) -> dict:
     """Land the records of one ``POST /consumo``; answer 202 with counts, keys and rejections."""
+    with common.landing_metrics(SOURCE) as metrics:
+        return _handle(event, metrics)
+
+
+def _request_time(event: APIGatewayProxyEvent) -> datetime | None:
+    epoch = event.raw_event["requestContext"].get("requestTimeEpoch")
+    if isinstance(epoch, int | float) and not isinstance(epoch, bool) and epoch > 0:
+        return datetime.fromtimestamp(epoch / 1000, timezone.utc)
+    return None
+
+
+def _log_rejections(rejections: list[dict[str, Any]], event_id: str) -> None:
+    """One ``rejections`` log line per reason code (Logs Insights: rejections by reason)."""
+    by_code: dict[str, int] = {}
+    for rejection in rejections:
+        by_code[rejection["code"]] = by_code.get(rejection["code"], 0) + 1
+    for code, count in sorted(by_code.items()):
+        logger.info(
+            "rejections",
+            extra={"source": SOURCE, "event_id": event_id, "reason_code": code, "count": count},
+        )
+
+
+def _handle(event: APIGatewayProxyEvent, metrics: common.LandingMetrics) -> dict:
     started = time.perf_counter()
     check_event(event.raw_event)
     request_id = event.request_context.request_id
@@ -241,6 +270,7 @@ def handler(event: APIGatewayProxyEvent, context: Any) -> dict:
             extra={"status": refused.status, "reason": refused.message, "request_id": request_id},
         )
         body = {"message": refused.message, "requestId": request_id}
+        metrics.add("RequestsRefused", 1)
         return _response(refused.status, body | {"correlationId": correlation_id}, correlation_id)
 
     event_id = request_id
@@ -261,6 +291,7 @@ def handler(event: APIGatewayProxyEvent, context: Any) -> dict:
         )
     except Exception as err:  # noqa: BLE001 - any platform failure: nothing acknowledged, retry
         logger.exception("landing failed", extra={"request_id": request_id})
+        metrics.add("LandingFailures", 1)
         body = {
             "message": f"could not land the records, retry: {type(err).__name__}",
             "requestId": request_id,
@@ -269,6 +300,11 @@ def handler(event: APIGatewayProxyEvent, context: Any) -> dict:
         return _response(503, body, correlation_id)
 
     keys = [n.key for n in notices]
+    metrics.add("RecordsReceived", len(records))
+    metrics.add("RecordsLanded", sum(n.records for n in notices))
+    metrics.add("RecordsRejected", len(rejections))
+    metrics.latency_since(_request_time(event))
+    _log_rejections(rejections, event_id)
     result: dict[str, Any] = {
         "requestId": request_id,
         "correlationId": correlation_id,

@@ -11,6 +11,12 @@
 - ``secret()``: a Secrets Manager value through Powertools ``parameters`` (cached), on the
   project's boto3 client (``core.aws.client``: standard retries, ``AWS_ENDPOINT_URL``).
 - ``InvalidEvent``: the event is not what the function is wired to receive.
+- ``landing_metrics(source)``: one invocation's metrics (records received / landed / rejected,
+  landing latency, failures) through Powertools ``Metrics`` as CloudWatch Embedded Metric Format
+  on stdout, which CloudWatch Logs turns into metrics in AWS Lambda (no PutMetricData call, no IAM
+  grant, nothing added to the invocation's time). Outside the Lambda runtime nothing reads EMF
+  from stdout, so there (the local stack) the same document is also sent with PutMetricData by a
+  background thread (``core.metrics.emf_mirror``; ``FEEDLOT_METRICS_EMF_MIRROR``).
 """
 
 from __future__ import annotations
@@ -18,16 +24,22 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
+    AmazonCloudWatchEMFProvider,
+)
 from aws_lambda_powertools.utilities import parameters
 
 from feedlot_pipeline.core import client_map as client_map_doc
+from feedlot_pipeline.core import metrics as feedlot_metrics
 from feedlot_pipeline.core.aws import client
-from feedlot_pipeline.core.settings import Settings
+from feedlot_pipeline.core.settings import ObservabilitySettings, Settings
 
 logger = Logger(service="feedlot-landing")
 
@@ -168,3 +180,76 @@ def client_map() -> Mapping[str, str]:
 def reset_client_map() -> None:
     """Forget the cached map (tests; a process pointed at another warehouse)."""
     _client_map.reset()
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+
+class LandingMetrics:
+    """One invocation's metrics, dimension ``Source``; names from ``core.metrics.REGISTRY``.
+
+    A Powertools ``Metrics`` over a provider of its own: Powertools keeps the metric set of every
+    ``Metrics()`` built without a provider in class attributes shared by all instances, which the
+    local stack (several handlers on threads of one process) would mix between invocations.
+    """
+
+    def __init__(self, source: str, settings: ObservabilitySettings | None = None) -> None:
+        self.settings = settings or ObservabilitySettings()
+        self.source = source
+        provider = AmazonCloudWatchEMFProvider(namespace=self.settings.metrics_namespace)
+        # Metric identity is namespace + Source: a service dimension that POWERTOOLS_SERVICE_NAME
+        # may set would make every series another one than the dashboards and alarms read.
+        provider.service = None
+        self.metrics = Metrics(provider=provider)
+        self.metrics.add_dimension(name="Source", value=source)
+        self.started = time.time()
+
+    def add(self, name: str, value: float) -> None:
+        spec = feedlot_metrics.spec(name)
+        self.metrics.add_metric(name=name, unit=spec.unit, value=value)
+
+    def latency_since(self, moment: datetime | None) -> None:
+        """LandingLatency from the event's own time (else this invocation's start) to now."""
+        now = time.time()
+        since = moment.timestamp() if moment is not None else self.started
+        self.add("LandingLatency", max(0.0, (now - since) * 1000))
+
+    def flush(self) -> dict | None:
+        """Print the EMF line (and mirror it where nothing extracts EMF; then the document is
+        returned); never raises."""
+        try:
+            if not self.metrics.provider.metric_set:
+                return None
+            mirror = self.settings.metrics_enabled and self.settings.emf_mirror_on()
+            document = self.metrics.serialize_metric_set() if mirror else None
+            self.metrics.flush_metrics()  # the EMF line on stdout
+            if document is not None:
+                feedlot_metrics.emf_mirror.submit(document, self.settings)
+            return document
+        except Exception as err:  # noqa: BLE001 - metrics never fail a landing
+            logger.warning("metrics dropped", extra={"error": f"{type(err).__name__}: {err}"})
+            return None
+
+
+@contextmanager
+def landing_metrics(source: str) -> Iterator[LandingMetrics]:
+    """Metrics of one invocation, flushed at its end; an exception counts in LandingFailures."""
+    emitted = LandingMetrics(source)
+    try:
+        yield emitted
+    except Exception:
+        emitted.add("LandingFailures", 1)
+        raise
+    finally:
+        emitted.flush()
+
+
+def event_time(text: Any) -> datetime | None:
+    """An event's ISO 8601 time (``2024-03-18T12:00:00.000Z``) as UTC, or None."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

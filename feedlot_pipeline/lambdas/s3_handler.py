@@ -19,12 +19,17 @@ Files above ``FEEDLOT_FILEDROP_MAX_BYTES`` are not read here: a ``large_file`` m
 (``core.contracts.LargeFileMessage``) goes to the large-file queue, whose sensor
 (``worker.sensors``) runs the EC2 worker's bulk import.
 Any AWS failure raises, so Lambda's retries (and then its failure destination) take over.
+
+Metrics (``common.landing_metrics``, EMF, dimension Source=file) per file: RecordsReceived,
+RecordsLanded, RecordsRejected (unparseable or oversize records, landed as text markers),
+LandingLatency (S3's eventTime → landed and announced), LargeFilesHandedOff; LandingFailures.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -63,6 +68,7 @@ class DroppedObject:
     etag: str
     version_id: str | None
     sequencer: str | None
+    event_time: datetime | None = None  # when S3 finished the upload (eventTime)
 
     @property
     def event_id(self) -> str:
@@ -112,6 +118,7 @@ def dropped_object(record: S3EventRecord) -> DroppedObject:
         etag=(obj.etag or str(obj.get("etag") or "")).strip('"'),
         version_id=obj.version_id,
         sequencer=obj.get("sequencer"),
+        event_time=common.event_time(record.get("eventTime")),
     )
 
 
@@ -127,7 +134,7 @@ def _skip(obj: DroppedObject, reason: str) -> dict:
     return {"key": obj.key, "status": "ignored", "reason": reason}
 
 
-def _handoff(obj: DroppedObject, s: Settings) -> dict:
+def _handoff(obj: DroppedObject, s: Settings, metrics: common.LandingMetrics) -> dict:
     client("sqs").send_message(
         QueueUrl=queue_url(s.large_file_queue), MessageBody=large_file_message(obj).to_json()
     )
@@ -142,6 +149,7 @@ def _handoff(obj: DroppedObject, s: Settings) -> dict:
             "queue": s.large_file_queue,
         },
     )
+    metrics.add("LargeFilesHandedOff", 1)
     return {"key": obj.key, "status": "large_file", "event_id": obj.event_id}
 
 
@@ -162,8 +170,9 @@ def _open(obj: DroppedObject) -> dict | None:
         raise
 
 
-def process(obj: DroppedObject, s: Settings) -> dict:
+def process(obj: DroppedObject, s: Settings, metrics: common.LandingMetrics | None = None) -> dict:
     """Land one dropped object (or hand it off, or ignore it) and say what happened."""
+    metrics = metrics or common.LandingMetrics(SOURCE)  # a caller's own; unflushed here
     if not obj.event_name.startswith("ObjectCreated"):
         return _skip(obj, f"event {obj.event_name!r} is not ObjectCreated")
     if obj.bucket != s.landing_bucket:
@@ -173,7 +182,7 @@ def process(obj: DroppedObject, s: Settings) -> dict:
     if obj.key.endswith("/"):
         return _skip(obj, "key is a folder marker")
     if s.filedrop_max_bytes and obj.size > s.filedrop_max_bytes:
-        return _handoff(obj, s)
+        return _handoff(obj, s, metrics)
 
     got = _open(obj)
     if got is None:
@@ -184,6 +193,7 @@ def process(obj: DroppedObject, s: Settings) -> dict:
     stats = FileStats()
     keys: list[str] = []
     chunks = 0
+    landed = 0
     try:
         for index, chunk in enumerate(
             iter_chunks(
@@ -205,6 +215,7 @@ def process(obj: DroppedObject, s: Settings) -> dict:
             )
             chunks += 1
             keys.extend(n.key for n in notices)
+            landed += sum(n.records for n in notices)
     finally:
         got["Body"].close()
     summary = {
@@ -221,6 +232,10 @@ def process(obj: DroppedObject, s: Settings) -> dict:
         "objects": len(keys),
         "notes": stats.notes,
     }
+    metrics.add("RecordsReceived", stats.records)
+    metrics.add("RecordsLanded", landed)
+    metrics.add("RecordsRejected", stats.unparsed + stats.oversize)
+    metrics.latency_since(obj.event_time)
     if stats.records == 0:
         logger.warning("file has no records", extra=summary)
     else:
@@ -236,7 +251,8 @@ def handler(event: S3Event, context: Any) -> dict:
     if is_test_event(raw):
         logger.info("s3:TestEvent ignored", extra={"bucket": raw.get("Bucket")})
         return {"ignored": TEST_EVENT}
-    check_event(raw)
-    objects = [dropped_object(record) for record in event.records]
-    s = common.settings()
-    return {"files": [process(obj, s) for obj in objects]}
+    with common.landing_metrics(SOURCE) as metrics:
+        check_event(raw)
+        objects = [dropped_object(record) for record in event.records]
+        s = common.settings()
+        return {"files": [process(obj, s, metrics) for obj in objects]}

@@ -3,6 +3,8 @@
 Deployed as ``feedlot_pipeline.lambdas.sns_handler.handler``; locally the Lambda bridge of
 ``feedlot local up`` calls it with the same event. It raises on any failure so Lambda's async
 retries (and later the failure destination) take over; it never turns an error into a return value.
+Metrics (``common.landing_metrics``, EMF, dimension Source=sns): RecordsReceived, RecordsLanded,
+LandingLatency (SNS publish time → landed and announced) per message; LandingFailures.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from feedlot_pipeline.lambdas.common import InvalidEvent
 logger = Logger(service="feedlot-landing-sns")
 
 CORRELATION_ATTRIBUTE = "correlation_id"
+SOURCE = "sns"
 
 __all__ = ["InvalidEvent", "handler"]
 
@@ -51,29 +54,33 @@ def correlation_id(message: SNSMessage) -> str:
 @event_source(data_class=SNSEvent)
 def handler(event: SNSEvent, context: Any) -> dict:
     """Land each SNS message's records; one raw object per message and (farm, day)."""
-    check_event(event.raw_event)
-    s = common.settings()
     landed = []
-    for record in event.records:
-        message = record.sns
-        corr = correlation_id(message)
-        logger.set_correlation_id(corr)
-        records = split_body(message.message)
-        notices = land_records(
-            records,
-            source="sns",
-            event_id=message.message_id,
-            clients=common.client_map(),
-            settings=s,
-            correlation_id=corr,
-        )
-        logger.info(
-            "landed",
-            extra={
-                "message_id": message.message_id,
-                "records": len(records),
-                "objects": [n.key for n in notices],
-            },
-        )
-        landed.extend(n.key for n in notices)
+    with common.landing_metrics(SOURCE) as metrics:
+        check_event(event.raw_event)
+        s = common.settings()
+        for record in event.records:
+            message = record.sns
+            corr = correlation_id(message)
+            logger.set_correlation_id(corr)
+            records = split_body(message.message)
+            metrics.add("RecordsReceived", len(records))
+            notices = land_records(
+                records,
+                source=SOURCE,
+                event_id=message.message_id,
+                clients=common.client_map(),
+                settings=s,
+                correlation_id=corr,
+            )
+            metrics.add("RecordsLanded", sum(n.records for n in notices))
+            metrics.latency_since(common.event_time(message.get("Timestamp")))
+            logger.info(
+                "landed",
+                extra={
+                    "message_id": message.message_id,
+                    "records": len(records),
+                    "objects": [n.key for n in notices],
+                },
+            )
+            landed.extend(n.key for n in notices)
     return {"landed": landed}

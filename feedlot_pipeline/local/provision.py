@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.settings import Settings
+from feedlot_pipeline.observability.alerts import provision_alerts
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ def provision(settings: Settings | None = None, max_receive_count: int = 10) -> 
     ]["QueueArn"]
     drops = provision_file_drops(s, max_receive_count)
     failure_topic_arn, failures_inbox_url = provision_failures(s)
+    provision_alerts()
     return Provisioned(
         topic_arn,
         queue_url,

@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "dlq": "feedlot_pipeline.tools.dlq:dlq",
     "replay": "feedlot_pipeline.tools.replay:replay",
     "worker": "feedlot_pipeline.tools.worker:worker",
+    "metrics": "feedlot_pipeline.tools.metrics:metrics",
+    "dashboards": "feedlot_pipeline.tools.dashboards:dashboards",
 }
 
 HELP: dict[str, str] = {
@@ -39,6 +41,8 @@ HELP: dict[str, str] = {
     "dlq": "Inspect (list, show) and redrive dead letters of the sensor queue.",
     "replay": "Re-run farm × day partitions from the raw zone (idempotent: writes nothing twice).",
     "worker": "EC2 worker jobs (run bulk_import …) and their benchmark.",
+    "metrics": "Terminal view of the platform's CloudWatch metrics over the last N minutes.",
+    "dashboards": "Regenerate the Grafana and CloudWatch dashboards (deploy/) from the code.",
 }
 
 

@@ -218,6 +218,19 @@ def report(partitions: list[tuple[str, str]], rows_before: int) -> int:
     return new_rows
 
 
+def print_metrics(minutes: int = 15) -> None:
+    """What ``feedlot metrics`` shows for the demo's window (best effort: never fails the demo)."""
+    from feedlot_pipeline.tools.metrics import show
+
+    try:
+        text = show(minutes)
+    except Exception as err:  # noqa: BLE001 - the demo's result stands without its metrics
+        click.echo(f"\n(metrics not shown: {type(err).__name__}: {err})")
+        return
+    click.echo(f"\nMetrics (`feedlot metrics --local --minutes {minutes}`)")
+    click.echo(text, nl=False)
+
+
 @click.command()
 @click.argument("files", nargs=-1, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for the runs.")
@@ -276,5 +289,6 @@ def demo(files: tuple[Path, ...], timeout: float, state_dir: Path) -> None:
         f"{len(failed)} not successful"
     )
     report(partitions, rows_before)
+    print_metrics()
     if failed:
         raise click.ClickException(f"runs not successful: {', '.join(failed)}")

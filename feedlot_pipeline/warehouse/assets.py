@@ -14,7 +14,12 @@ from feedlot_pipeline.ingestion.assets import raw_consumption
 from feedlot_pipeline.ingestion.partitions import farm_day_partitions, split_key
 from feedlot_pipeline.ingestion.resources import LakeResource
 from feedlot_pipeline.warehouse.checks import CHECK_SPECS, HISTORICO_CONSUMO
-from feedlot_pipeline.warehouse.loading import load_objects, materialization_metadata
+from feedlot_pipeline.warehouse.loading import (
+    emit_load_metrics,
+    load_objects,
+    materialization_metadata,
+    retried_when_transient,
+)
 from feedlot_pipeline.warehouse.resources import WarehouseResource
 from feedlot_pipeline.warehouse.schema import historico_consumo as table
 
@@ -47,9 +52,6 @@ def _pg_dialect():  # noqa: ANN202
     deps=[raw_consumption],
     partitions_def=farm_day_partitions,
     check_specs=CHECK_SPECS,
-    retry_policy=dg.RetryPolicy(
-        max_retries=5, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-    ),
     group_name="warehouse",
     kinds={"postgres", "s3"},
     owners=OWNERS,
@@ -69,10 +71,11 @@ def historico_consumo(
     context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
 ):
     fazenda, dia = split_key(context.partition_key)
-    objects = lake.partition_objects(fazenda, dia)
+    with retried_when_transient(context):
+        objects = lake.partition_objects(fazenda, dia)
     rule = get_rule(Settings().consumo_meta_rule)
     context.log.info(f"{fazenda} {dia}: rebuilding from {len(objects)} raw object(s)")
-    with warehouse.open() as wh:
+    with retried_when_transient(context), warehouse.open() as wh:
         outcome = load_objects(
             wh,
             lake,
@@ -92,5 +95,6 @@ def historico_consumo(
     )
     metadata = materialization_metadata(load, rule, rows)
     metadata["seconds"] = round(outcome.report.seconds, 3)
+    emit_load_metrics(context.job_name, outcome.report.seconds, outcome)
     yield dg.MaterializeResult(metadata=metadata)
     yield load.checks.result()

@@ -12,6 +12,7 @@
 
 import time
 from collections import defaultdict
+from datetime import datetime, timezone
 
 import dagster as dg
 
@@ -24,9 +25,11 @@ from feedlot_pipeline.ingestion.sensors import LANE_TAG, STREAM_LANE
 from feedlot_pipeline.warehouse.assets import historico_consumo
 from feedlot_pipeline.warehouse.events import log_materializations
 from feedlot_pipeline.warehouse.loading import (
+    emit_load_metrics,
     historico_materialization,
     load_objects,
     raw_materialization,
+    retried_when_transient,
 )
 from feedlot_pipeline.warehouse.resources import WarehouseResource
 
@@ -40,17 +43,8 @@ ingest_consumption_job = dg.define_asset_job(
 )
 
 
-# A warehouse restart or a lake hiccup fails an attempt, not the batch: 5, 10, 20, 40, 80 s apart
-# (about 2.5 minutes in all); then the run fails, run retries start it again, and whatever is
-# still not loaded is found by the sweep (its objects are not in the ledger).
-LOAD_RETRY = dg.RetryPolicy(
-    max_retries=5, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-)
-
-
 @dg.op(
     name=BATCH_OP,
-    retry_policy=LOAD_RETRY,
     description="Load the noticed raw objects of every partition in the batch, check each "
     "partition, and record one materialization and check result per partition.",
 )
@@ -64,7 +58,7 @@ def load_noticed_objects(
     keys = [k for found in config.objects.values() for k in found]
     rule = get_rule(Settings().consumo_meta_rule)
     context.log.info(f"batch of {len(keys)} object(s) in {len(config.objects)} partition(s)")
-    with warehouse.open() as wh:
+    with retried_when_transient(context), warehouse.open() as wh:
         outcome = load_objects(
             wh,
             lake,
@@ -74,6 +68,7 @@ def load_noticed_objects(
             skip_loaded=True,
             run_id=context.run_id,
         )
+        committed = datetime.now(timezone.utc)
         rows = wh.partition_row_counts(outcome.partitions)
     loaded_at = time.monotonic()
     ordered = sorted(outcome.partitions.items())
@@ -97,6 +92,7 @@ def load_noticed_objects(
         f"{len(outcome.skipped)} object(s) already loaded, {len(outcome.missing)} gone; "
         f"events logged in {time.monotonic() - loaded_at:.1f} s"
     )
+    emit_load_metrics(context.job_name, time.monotonic() - started, outcome, row_time=committed)
     if outcome.missing:
         context.log.warning(f"objects gone before they could be read: {outcome.missing[:20]}")
     for load in failed:

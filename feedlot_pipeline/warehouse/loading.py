@@ -13,14 +13,21 @@ landing wins" is decided the same way either way.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import random
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any
 
 import dagster as dg
+import sqlalchemy.exc
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import HTTPClientError
 
+from feedlot_pipeline.core import metrics
 from feedlot_pipeline.core.records import ConsumoMetaRule
+from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.ingestion.assets import RAW_CONSUMPTION
 from feedlot_pipeline.ingestion.partitions import farm_day_key
 from feedlot_pipeline.ingestion.resources import LakeResource, RawRead
@@ -30,6 +37,61 @@ from feedlot_pipeline.warehouse.loader import LoadReport, PartitionLoader
 from feedlot_pipeline.warehouse.store import Warehouse
 
 KEYS_SHOWN = 20  # object keys listed in a materialization's metadata
+
+# What a restart, a failover or a network blip raises: worth waiting for. Anything else (a bug, a
+# schema the code does not know, a failed check) fails the step at once.
+TRANSIENT = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.DisconnectionError,
+    BotoConnectionError,
+    HTTPClientError,
+)
+
+
+RETRIES_TAG = "feedlot/load_retries"  # a run tag that overrides FEEDLOT_LOAD_RETRIES for one run
+
+# ... unless the server said who is wrong: a name or a credential waiting cannot fix.
+PERMANENT = (
+    "does not exist",  # PostgreSQL: database, role
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "Unknown database",  # MySQL 1049
+    "Access denied",  # MySQL 1044/1045
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether waiting may help: the warehouse or the lake could not be reached or dropped the
+    connection, and did not refuse a name or a credential."""
+    return isinstance(exc, TRANSIENT) and not any(p in str(exc) for p in PERMANENT)
+
+
+@contextmanager
+def retried_when_transient(context: dg.OpExecutionContext) -> Iterator[None]:
+    """Turn a transient failure into a Dagster retry of the step, with exponential backoff.
+
+    ``FEEDLOT_LOAD_RETRIES`` and ``FEEDLOT_LOAD_RETRY_DELAY_SECONDS`` are read when it happens
+    (not when the code is loaded); a run tagged ``feedlot/load_retries`` uses its own count. A
+    retried load writes nothing twice: it is an upsert, and a streaming batch skips the objects
+    its ledger already holds.
+    """
+    try:
+        yield
+    except TRANSIENT as exc:
+        if not is_transient(exc):
+            raise
+        s = Settings()
+        retries = int(context.run.tags.get(RETRIES_TAG, s.load_retries))
+        attempt = context.retry_number
+        if attempt >= retries:
+            raise
+        wait = s.load_retry_delay_seconds * 2**attempt * random.uniform(0.75, 1.25)
+        context.log.warning(
+            f"transient failure ({type(exc).__name__}); retry {attempt + 1} of "
+            f"{retries} in {wait:.0f} s: {str(exc).splitlines()[0][:300]}"
+        )
+        raise dg.RetryRequested(max_retries=retries, seconds_to_wait=wait) from exc
 
 
 @dataclass
@@ -172,4 +234,39 @@ def historico_materialization(
         partition=load.partition_key,
         description=f"loaded by batch run {run_id}",
         metadata=materialization_metadata(load, rule, rows),
+    )
+
+
+def emit_load_metrics(
+    job: str, seconds: float, outcome: LoadOutcome, *, row_time: datetime | None = None
+) -> metrics.FlushResult:
+    """The run's CloudWatch metrics (best effort, never raises).
+
+    ``row_time`` (when the rows were committed) gives the event → row latency, one sample per
+    object weighted by its rows; leave it out for a rebuild of old partitions, whose landing times
+    say nothing about the streaming path's delay.
+    """
+    report = outcome.report
+    latency = None
+    if row_time is not None:
+        latency = metrics.event_to_row_latency(
+            (e.landed_at, row_time, e.loaded)
+            for e in report.objects.values()
+            if e.landed_at is not None
+        )
+    by_farm: dict[str, int] = {}
+    for e in report.objects.values():
+        by_farm[e.fazenda] = by_farm.get(e.fazenda, 0) + e.loaded
+    return metrics.record_load(
+        job=job,
+        seconds=seconds,
+        loaded=report.loaded,
+        inserted=report.inserted,
+        updated=report.updated,
+        unchanged=report.unchanged,
+        rejected=report.rejected,
+        redelivered=report.matched,
+        partitions=len(outcome.partitions),
+        latency=latency,
+        rows_by_farm=by_farm,
     )

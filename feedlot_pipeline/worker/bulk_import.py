@@ -61,6 +61,7 @@ from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.contracts import PartitionsMessage, ProgressMessage
 from feedlot_pipeline.core.lake import raw_object_key
 from feedlot_pipeline.core.memory import peak_rss_mb
+from feedlot_pipeline.core.metrics import record_worker_job
 from feedlot_pipeline.core.records import (
     get_rule,
     route,
@@ -265,6 +266,8 @@ def bulk_import(ctx: JobContext) -> dict[str, Any]:
         }
     )
     _finish(ctx, result)
+    # Best effort, once per job (never per record or chunk): a CloudWatch failure is only logged.
+    record_worker_job(job=ctx.job, seconds=seconds, records=result["records"])
     return result
 
 

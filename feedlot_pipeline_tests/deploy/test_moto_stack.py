@@ -132,7 +132,7 @@ def test_sensor_queue_redrives_to_dlq(core: dict) -> None:
     ]
     assert json.loads(attrs["RedrivePolicy"]) == {
         "deadLetterTargetArn": out["SensorDlqArn"],
-        "maxReceiveCount": 5,
+        "maxReceiveCount": 10,
     }
     assert attrs["VisibilityTimeout"] == "30"
     assert attrs["SqsManagedSseEnabled"] == "true"

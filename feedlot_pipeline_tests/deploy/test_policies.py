@@ -264,7 +264,7 @@ def test_buckets_versioning_and_lifecycle() -> None:
     assert any("ExpirationInDays" in r and r["Status"] == "Enabled" for r in rules)
 
 
-def test_sensor_queue_dead_letters_after_five_receives() -> None:
+def test_sensor_queue_dead_letters_after_the_sensor_parks() -> None:
     queue = CORE["Resources"]["SensorQueue"]["Properties"]
     redrive = queue["RedrivePolicy"]
     assert render(redrive["deadLetterTargetArn"]) == "${SensorDlq.Arn}"
@@ -409,4 +409,4 @@ def test_dagster_policy_is_scoped() -> None:
     }
     metrics = by_sid["PublishMetricsToOwnNamespace"]["Condition"]["StringEquals"]
     assert render(metrics["cloudwatch:namespace"]) == "${MetricsNamespace}"
-    assert IAM["Parameters"]["MetricsNamespace"]["Default"] == "feedlot"
+    assert IAM["Parameters"]["MetricsNamespace"]["Default"] == "Feedlot"

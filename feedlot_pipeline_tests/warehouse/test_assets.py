@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import date
 
 import dagster as dg
@@ -179,3 +180,103 @@ def test_unrouted_partition_rejects_everything_with_reasons(aws, warehouse_url, 
         )
     engine.dispose()
     assert codes == sorted(["unknown_client", "not_an_object", "invalid_data"])
+
+
+class LateForwarder:
+    """A TCP port that refuses connections until ``open()``, then forwards to PostgreSQL: the
+    warehouse as a load sees it across a restart."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+
+        from feedlot_pipeline.local.services import free_port
+
+        self.target = target
+        self.port = free_port()
+        self.server = socket.socket()
+        self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+    def open(self) -> None:
+        import threading
+
+        self.server.bind(("127.0.0.1", self.port))
+        self.server.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(2)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_load_waits_out_a_warehouse_restart_and_fails_fast_on_anything_else(
+    aws, warehouse_url, instance, monkeypatch
+) -> None:
+    """Connection refused is retried with backoff (FEEDLOT_LOAD_RETRIES, read at run time) until
+    the warehouse answers; the run then succeeds and the rows are there once."""
+    import threading
+
+    from sqlalchemy.engine import make_url
+
+    settings, _ = aws
+    land_records(
+        [record()],
+        source="sns",
+        event_id="e1",
+        clients=CLIENTS,
+        settings=settings,
+        received_at=NOW,
+    )
+    url = make_url(warehouse_url)
+    forwarder = LateForwarder((url.host or "127.0.0.1", url.port or 5432))
+    through = url.set(host="127.0.0.1", port=forwarder.port).render_as_string(hide_password=False)
+    monkeypatch.setenv("FEEDLOT_LOAD_RETRIES", "6")
+    monkeypatch.setenv("FEEDLOT_LOAD_RETRY_DELAY_SECONDS", "0.2")
+    threading.Timer(1.5, forwarder.open).start()  # "restarting" for 1.5 s
+    try:
+        result = materialize(instance, settings, through, retries=True)
+    finally:
+        forwarder.close()
+    assert result.success
+    retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert 1 <= len(retried) <= 6
+    assert mat_metadata(result)["inserted"] == 1
+
+    # Out of retries: the step fails with the warehouse's own error, after exactly that many.
+    monkeypatch.setenv("FEEDLOT_LOAD_RETRIES", "2")
+    down = LateForwarder(("127.0.0.1", 9))  # never opened
+    gone = url.set(host="127.0.0.1", port=down.port).render_as_string(hide_password=False)
+    failed = materialize(instance, settings, gone, retries=True)
+    assert not failed.success
+    assert sum(e.event_type_value == "STEP_UP_FOR_RETRY" for e in failed.all_events) == 2
+    (failure,) = [e for e in failed.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "OperationalError" in str(failure.event_specific_data.error)
+
+    # Not transient (the warehouse has no such database): no retry at all.
+    missing = url.set(database="no_such_database_here").render_as_string(hide_password=False)
+    wrong = materialize(instance, settings, missing, retries=True)
+    assert not wrong.success
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in wrong.all_events)

@@ -11,7 +11,7 @@ from feedlot_pipeline.ingestion.resources import LakeResource
 from feedlot_pipeline.warehouse.checks import HISTORICO_CONSUMO
 from feedlot_pipeline.warehouse.jobs import ingest_batch_job
 from feedlot_pipeline.warehouse.resources import WarehouseResource
-from feedlot_pipeline_tests.helpers import CLIENTS, land, record, tick
+from feedlot_pipeline_tests.helpers import CLIENTS, land, metric_stats, record, tick
 
 
 def run_batch(instance, settings, warehouse_url, run_config) -> dg.ExecuteInProcessResult:
@@ -30,7 +30,7 @@ def events(result, kind: str) -> list:
 
 
 def test_one_run_reports_every_partition_and_a_rerun_writes_nothing(
-    aws, warehouse_url, instance
+    aws, warehouse_url, instance, metrics_ns
 ) -> None:
     settings, _ = aws
     client_map.publish(settings.lake_bucket, CLIENTS)
@@ -81,6 +81,16 @@ def test_one_run_reports_every_partition_and_a_rerun_writes_nothing(
         runs = conn.execute(text("SELECT DISTINCT run_id FROM historico_consumo_cargas")).all()
     engine.dispose()
     assert [r[0] for r in runs] == [result.run_id]
+
+    # Each run sent its metrics (the rerun's zeros too: zeros are data).
+    job = {"Job": "ingest_batch_job"}
+    loaded = metric_stats(metrics_ns, "RowsLoaded", **job)
+    assert loaded is not None and (loaded["Sum"], loaded["SampleCount"]) == (4, 2)
+    assert metric_stats(metrics_ns, "RowsRejected", **job)["Sum"] == 1
+    assert metric_stats(metrics_ns, "PartitionsLoaded", **job)["Sum"] == 3
+    latency = metric_stats(metrics_ns, "EventToRowLatency", **job)
+    assert latency is not None and latency["SampleCount"] == 4  # one per row loaded
+    assert metric_stats(metrics_ns, "FarmRowsLoaded", Fazenda="fazenda_um")["Sum"] == 3
 
 
 def test_the_sweep_loads_what_no_notice_brought(aws, warehouse_url, instance, monkeypatch) -> None:
