@@ -135,7 +135,9 @@ def _undo(steps: list[Callable[[], object]]) -> None:
 
 def up(state_dir: Path | str | None = None) -> StackInfo:
     """Start (or reuse) PostgreSQL, moto, the Lambda bridge, the API gateway and the SSM agent;
-    provision; write the env file. On failure, stop what this call started and raise."""
+    provision; write the env file. On failure, stop what this call started and raise.
+
+    moto keeps the lake (buckets, objects, dead letters) in ``<state>/moto`` across restarts."""
     started = time.monotonic()
     try:
         local, settings = config.LocalSettings(), config.Settings()
@@ -170,7 +172,13 @@ def up(state_dir: Path | str | None = None) -> StackInfo:
         services, warehouse_url, dagster_url = databases.start_postgres(paths, plan, local.pg_port)
         for info in services:
             started_here(info)
-        services.append(started_here(components.start_moto(paths, ports["moto"])))
+        moto = components.start_moto(
+            paths,
+            ports["moto"],
+            durable_queues=(settings.sensor_dlq, settings.large_file_dlq, settings.failures_inbox),
+            fsync=local.moto_fsync,
+        )
+        services.append(started_here(moto))
         aws_env = {
             "AWS_ENDPOINT_URL": f"http://{LOOPBACK}:{ports['moto']}",
             "AWS_DEFAULT_REGION": settings.region,

@@ -187,8 +187,11 @@ def ensure_running(paths: StatePaths, spec: ServiceSpec) -> Running:
     record = read_record(paths.record(spec.name)) or {}
     pid = record.get("pid")
     state = "started"
-    if ours(pid, spec.marker, record.get("started_at")):
-        if _same(spec, record):
+    # The recorded marker: a process started as another module (an older version of the
+    # service) is still ours to stop and replace.
+    marker = record.get("marker") or spec.marker
+    if ours(pid, marker, record.get("started_at")):
+        if marker == spec.marker and _same(spec, record):
             health = _healthy(spec, pid)
             if health is not None:
                 return Running(pid, "reused", health)
@@ -201,11 +204,26 @@ def ensure_running(paths: StatePaths, spec: ServiceSpec) -> Running:
     try:
         wait_for_port(spec.port, spec.startup_seconds, proc, spec.what)
         health = _wait_healthy(spec, proc) if spec.health else {}
-    except BaseException:
+    except ServiceError as err:
         stop_group(proc.pid)  # our child, not reaped yet: its pid cannot have been reused
+        paths.record(spec.name).unlink(missing_ok=True)
+        raise ServiceError(f"{err}{_log_tail(paths.log(spec.name))}") from None
+    except BaseException:
+        stop_group(proc.pid)
         paths.record(spec.name).unlink(missing_ok=True)
         raise
     return Running(proc.pid, state, health)
+
+
+def _log_tail(log: Path) -> str:
+    """The last line a failed service wrote (its reason, usually), and where its log is."""
+    try:
+        with open(log, "rb") as src:
+            src.seek(max(0, log.stat().st_size - 2000))
+            lines = [x for x in src.read().decode(errors="replace").splitlines() if x.strip()]
+    except OSError:
+        return ""
+    return f"; it said: {lines[-1].strip()} (log {log})" if lines else f" (log {log})"
 
 
 def _spawn(paths: StatePaths, spec: ServiceSpec) -> subprocess.Popen:

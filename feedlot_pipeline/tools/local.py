@@ -41,6 +41,7 @@ def _table(services: list[stack.ServiceInfo]) -> None:
 _SETTINGS = (
     ("FEEDLOT_STATE_DIR", "state folder"),
     ("FEEDLOT_MOTO_PORT", "moto server port"),
+    ("FEEDLOT_MOTO_FSYNC", "fsync the lake's journal before each answer"),
     ("FEEDLOT_PG_PORT", "embedded PostgreSQL port"),
     ("FEEDLOT_LAMBDA_PORT", "Lambda bridge port"),
     ("FEEDLOT_INGEST_API_PORT", "local API gateway port, POST /consumo"),
@@ -73,7 +74,11 @@ def local() -> None:
 @local.command(short_help="Start the stack (reusing what runs) and print its environment.")
 @_STATE_DIR
 def up(state_dir: Path) -> None:
-    """Start the stack (parts already running are reused) and print the environment to use."""
+    """Start the stack (parts already running are reused) and print the environment to use.
+
+    The local lake (S3 buckets and objects) and the dead-letter queues are kept in
+    <state>/moto across restarts and crashes of moto.
+    """
     try:
         info = stack.up(state_dir)
     except ServiceError as err:
@@ -96,7 +101,10 @@ def up(state_dir: Path) -> None:
 @local.command(short_help="Stop every process the stack started.")
 @_STATE_DIR
 def down(state_dir: Path) -> None:
-    """Stop every process the stack started (emulators, moto, embedded PostgreSQL)."""
+    """Stop every process the stack started (emulators, moto, embedded PostgreSQL).
+
+    The lake and the warehouse are kept for the next `up`.
+    """
     stopped = stack.down(state_dir)
     if not stopped:
         click.echo(f"Nothing to stop in {_shown(state_dir.resolve())}.")
