@@ -124,6 +124,12 @@ class StatePaths:
         return self.root / "moto"
 
     @property
+    def accepted_empty_lake(self) -> Path:
+        """Written by ``up --accept-empty-lake``; lives with the lake, so it goes when the lake
+        does (a lake lost again is refused again)."""
+        return self.lake / "accepted-empty-lake.json"
+
+    @property
     def dagster_home(self) -> Path:
         return self.root / "dagster_home"
 

@@ -1,5 +1,5 @@
-"""The local lake survives moto: objects and dead letters across a SIGKILL and ``down``/``up``
-(issue 11, point 5).
+"""The local lake survives moto: objects and dead letters across a SIGKILL, ``down``/``up``, and
+an ``up`` that refuses a warehouse whose lake is gone (issue 11, point 5).
 
 Against the real process (``python -m feedlot_pipeline.local.moto_server``) started through the
 supervisor, as ``feedlot local up`` starts it.
@@ -19,13 +19,16 @@ from pathlib import Path
 
 import psutil
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import create_engine, text
 
 from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.local import components, stack, supervisor
-from feedlot_pipeline.local.services import LOOPBACK, port_open
+from feedlot_pipeline.local.lake_guard import ACCEPT_FLAG
+from feedlot_pipeline.local.services import LOOPBACK, ServiceError, port_open
 from feedlot_pipeline.local.state import StatePaths, state_paths
+from feedlot_pipeline.tools.local import local
 
 AWS = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -376,6 +379,24 @@ def _use(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(key, value)
 
 
+def _insert_warehouse_row(url: str) -> None:
+    from feedlot_pipeline.warehouse.engine import normalize_url
+
+    engine = create_engine(normalize_url(url))
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO historico_consumo (id_treated_data, id_curral, id_raca, id_lote, "
+                "peso_entrada, peso_medio, quantidade_animais, dia_confinamento, consumo_real, "
+                "consumo_meta, data, cod_cliente, fazenda, regra_consumo_meta, raw_object_key, "
+                "row_ts) VALUES (:id, '1', '2', '3', 250, 380, 40, 30, 8.4, 6.688, "
+                "'2024-03-18', 'FazendaUm', 'fazenda_um', 'peso_medio_pct_1_76', :key, now())"
+            ),
+            {"id": str(uuid.uuid4()), "key": "historico_diario/fazenda_um/2024/03/18/sns-x.jsonl"},
+        )
+    engine.dispose()
+
+
 @pytest.fixture()
 def stack_warehouse(warehouse_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A migrated warehouse on the test server for the stack (no embedded server to start:
@@ -433,6 +454,77 @@ def test_stack_keeps_the_lake_across_a_moto_kill_and_down_up(
         assert not third.notes
     finally:
         stack.down(state)
+
+
+def test_up_refuses_a_warehouse_whose_lake_is_gone(
+    tmp_path: Path,
+    ports: dict[str, int],
+    stack_warehouse: str,
+) -> None:
+    """A warehouse with rows and a lake without raw objects (here: a stack folder that never had
+    a lake, as after an upgrade from the in-memory moto; or a lake folder deleted)."""
+    state = tmp_path / "state"
+    paths = state_paths(state)
+    runner = CliRunner()
+    _insert_warehouse_row(stack_warehouse)
+    try:
+        refused = runner.invoke(local, ["up", "--state-dir", str(state)])
+        assert refused.exit_code == 1, refused.output
+        assert "refusing to start: the local lake is gone" in refused.output
+        assert "holds 1 row(s) in historico_consumo" in refused.output
+        assert f"feedlot local up {ACCEPT_FLAG} --state-dir {paths.root}" in refused.output
+        assert "empty the configured warehouse" in refused.output  # not ours to wipe
+        assert not port_open(ports["FEEDLOT_MOTO_PORT"])  # what it started, it stopped
+        assert not (state / "env").exists()
+
+        accepted = stack.up(state, accept_empty_lake=True)
+        assert any("going on as accepted" in note for note in accepted.notes)
+        assert json.loads(paths.accepted_empty_lake.read_text())["warehouse_rows"] == 1
+        again = stack.up(state)  # remembered: `make dev` runs a plain `up` next
+        assert {i.name: i.state for i in again.services}["moto"] == "reused"
+        assert any("going on as accepted" in note for note in again.notes)
+
+        out = runner.invoke(local, ["down", "--wipe", "--state-dir", str(state)])
+        assert out.exit_code == 0, out.output
+        assert "lake" in out.output and "wiped" in out.output
+        assert not paths.lake.exists()
+        # The lake went again (with its acceptance); the configured warehouse was not touched.
+        with pytest.raises(ServiceError, match="refusing to start"):
+            stack.up(state)
+    finally:
+        stack.down(state)
+
+
+def test_the_refusal_names_the_way_out(tmp_path: Path) -> None:
+    from feedlot_pipeline.local.lake_guard import LakeState, check, refusal
+
+    lost = LakeState(warehouse_rows=104, raw_objects=False)
+    text_ = refusal(tmp_path / "moto", lost, "feedlot-lake", embedded=True)
+    assert "holds 104 row(s)" in text_ and "feedlot-lake has no raw object" in text_
+    assert f"feedlot local up {ACCEPT_FLAG}\n" in text_
+    assert "feedlot local down --wipe && feedlot local up" in text_
+    paths = state_paths(tmp_path).prepare()
+    for fine in (LakeState(0, False), LakeState(5, True), LakeState(0, True)):
+        assert check(paths, fine, "feedlot-lake", accept=False, embedded_warehouse=True) is None
+    with pytest.raises(ServiceError, match="feedlot local up --accept-empty-lake"):
+        check(paths, lost, "feedlot-lake", accept=False, embedded_warehouse=True)
+
+
+def test_down_wipe_deletes_the_lake_and_the_embedded_warehouse(tmp_path: Path) -> None:
+    paths = state_paths(tmp_path / "state").prepare()
+    (paths.lake / "00000001.log").parent.mkdir(parents=True)
+    (paths.lake / "00000001.log").write_bytes(b"x")
+    paths.pg_data.mkdir(parents=True)
+    (paths.pg_data / "PG_VERSION").write_text("18")
+    assert "wiped" not in {i.state for i in stack.down(paths.root)}
+    assert paths.lake.exists() and paths.pg_data.exists()  # a plain down keeps the data
+    wiped = {i.name: i.detail for i in stack.down(paths.root, wipe=True) if i.state == "wiped"}
+    assert wiped == {
+        "lake": "S3 buckets, objects and dead letters",
+        "postgres": "embedded warehouse and Dagster runs",
+    }
+    assert not paths.lake.exists() and not paths.pg_data.parent.exists()
+    assert paths.root.exists()  # logs, env and records stay
 
 
 def test_a_moto_from_before_the_lake_was_kept_is_replaced(moto_stack) -> None:
