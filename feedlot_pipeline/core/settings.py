@@ -108,7 +108,24 @@ class Settings(_FromEnv):
     )
     sensor_interval_seconds: int = Field(3, ge=1, description="sensor tick interval")
     sensor_max_notices: int = Field(
-        200, ge=1, description="most notices the sensor drains in one tick"
+        5000,
+        ge=1,
+        description="most notices the sensor drains in one tick (a tick stops early after 20 s "
+        "whatever the count)",
+    )
+    sweep_interval_seconds: int = Field(
+        300,
+        ge=10,
+        description="how often lake_sweep_sensor lists the recent raw partitions for objects "
+        "the load ledger does not have (a notice lost with a queue, a run that gave up)",
+    )
+    sweep_lookback_days: int = Field(
+        2, ge=0, description="days before today that lake_sweep_sensor lists (plus tomorrow)"
+    )
+    sweep_min_age_seconds: int = Field(
+        120,
+        ge=0,
+        description="objects younger than this are left to their notices (still in flight)",
     )
     consumo_meta_rule: str = Field(
         "peso_medio_pct_1_76", description="name of the consumo_meta rule"
@@ -135,6 +152,12 @@ class Settings(_FromEnv):
         ge=1,
         description="largest POST /consumo body the API accepts (413 above; API Gateway itself "
         "stops at 10 MB)",
+    )
+    ingest_api_max_records: int = Field(
+        5_000,
+        ge=1,
+        description="most records in one POST /consumo (413 above): bounds the memory and time "
+        "of one request whatever the body holds (a 1 MiB body of `{}`s is 350,000 records)",
     )
     ingest_api_key: SecretStr | None = Field(
         None,

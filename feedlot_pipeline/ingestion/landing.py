@@ -82,20 +82,20 @@ def land_records(
     notices: list[LandingNotice] = []
     for (fazenda, dia), lines in groups.items():
         key = raw_object_key(fazenda, dia, source, event_id)
-        if not _exists(s3, s.lake_bucket, key):
-            s3.put_object(
-                Bucket=s.lake_bucket,
-                Key=key,
-                Body=b"\n".join(lines) + b"\n",
-                ContentType="application/x-ndjson",
-                Metadata={
-                    "source": source,
-                    "event-id": event_id[:200],
-                    "correlation-id": (correlation_id or event_id)[:200],
-                    "records": str(len(lines)),
-                    "received-at": now.isoformat(),
-                },
-            )
+        _put_once(
+            s3,
+            Bucket=s.lake_bucket,
+            Key=key,
+            Body=b"\n".join(lines) + b"\n",
+            ContentType="application/x-ndjson",
+            Metadata={
+                "source": source,
+                "event-id": event_id[:200],
+                "correlation-id": (correlation_id or event_id)[:200],
+                "records": str(len(lines)),
+                "received-at": now.isoformat(),
+            },
+        )
         notices.append(
             LandingNotice(
                 bucket=s.lake_bucket,
@@ -113,11 +113,14 @@ def land_records(
     return notices
 
 
-def _exists(s3: Any, bucket: str, key: str) -> bool:
+def _put_once(s3: Any, **request: Any) -> bool:
+    """Write the object unless the key exists (a conditional write, one request): whether it was
+    written. A redelivered event keeps its first landing, its time included."""
     try:
-        s3.head_object(Bucket=bucket, Key=key)
+        s3.put_object(IfNoneMatch="*", **request)
     except s3.exceptions.ClientError as err:
-        if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        code = err.response.get("Error", {}).get("Code")
+        if code in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
             return False
         raise
     return True

@@ -21,7 +21,8 @@ Responses (JSON, ``x-correlation-id`` header echoed):
   array, an empty array (nothing to land: almost always a client bug, so it is refused rather than
   answered with zeros), bad base64, or a bad ``x-correlation-id`` / ``idempotency-key`` header.
 - 404 / 405 when the event is not ``POST /consumo`` (API Gateway routes only that here).
-- 413 body over ``FEEDLOT_INGEST_API_MAX_BODY_BYTES`` (API Gateway itself stops at 10 MB).
+- 413 body over ``FEEDLOT_INGEST_API_MAX_BODY_BYTES`` (API Gateway itself stops at 10 MB), or more
+  than ``FEEDLOT_INGEST_API_MAX_RECORDS`` records in one body.
 - 503 when landing fails (S3/SQS/warehouse): nothing is acknowledged, the client retries.
 
 An ``idempotency-key`` header makes a retried request land nothing twice: the object key is built
@@ -124,8 +125,9 @@ def _body_bytes(event: APIGatewayProxyEvent, limit: int) -> bytes:
     return data
 
 
-def parse_body(data: bytes) -> list[Any]:
-    """The records of a body: a JSON object is one record, an array is many; else 400."""
+def parse_body(data: bytes, max_records: int | None = None) -> list[Any]:
+    """The records of a body: a JSON object is one record, an array is many; else 400; 413 above
+    ``max_records``."""
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -139,6 +141,12 @@ def parse_body(data: bytes) -> list[Any]:
     elif isinstance(parsed, list):
         if not parsed:
             raise _Refused(400, "empty array: send at least one record")
+        if max_records is not None and len(parsed) > max_records:
+            raise _Refused(
+                413,
+                f"{len(parsed)} records in one request; at most {max_records} "
+                "(FEEDLOT_INGEST_API_MAX_RECORDS): split the batch",
+            )
         records = parsed
     else:
         raise _Refused(400, f"body must be a JSON object or array, not {type(parsed).__name__}")
@@ -226,7 +234,7 @@ def handler(event: APIGatewayProxyEvent, context: Any) -> dict:
             raise _Refused(405, f"{event.http_method} not allowed on {RESOURCE}: use {METHOD}")
         idempotency_key = _token_header(event, "idempotency-key")
         data = _body_bytes(event, s.ingest_api_max_body_bytes)
-        records = parse_body(data)
+        records = parse_body(data, s.ingest_api_max_records)
     except _Refused as refused:
         logger.warning(
             "request refused",

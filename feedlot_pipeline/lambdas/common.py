@@ -2,8 +2,9 @@
 
 - ``settings()``: the platform's settings (``core.settings.Settings``), built once per invocation
   (the local stack and the tests change the environment between invocations).
-- ``client_map()``: cod_cliente → fazenda, the routing table ``land_records`` needs. It is the
-  only place the handlers get it from, so its source can change in one place. The map is kept
+- ``client_map()``: cod_cliente → fazenda, the routing table ``land_records`` needs, read from
+  the copy published in the lake (``core.client_map``; the warehouse only where none was ever
+  published), so a warehouse outage never stops landing. The map is kept
   in memory for ``CLIENT_MAP_TTL_SECONDS``; when a refresh fails the last good map is served
   (with a warning) so landing does not fail because its source is down; only when there has
   never been a map does it raise.
@@ -24,6 +25,7 @@ from typing import Any
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities import parameters
 
+from feedlot_pipeline.core import client_map as client_map_doc
 from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.settings import Settings
 
@@ -93,10 +95,16 @@ def warehouse_url(s: Settings) -> str:
 
 
 def _read_client_map() -> dict[str, str]:
-    """The client map from its source: today the warehouse's ``clientes`` table."""
-    from feedlot_pipeline.warehouse.store import Warehouse  # only when a refresh is due
+    """The client map from its source: the copy published in the lake (``core.client_map``),
+    so landing never waits on the warehouse. Only on a stack where no map was ever published
+    does it fall back to the warehouse's ``clientes`` table."""
+    s = settings()
+    published = client_map_doc.fetch(s.lake_bucket)
+    if published is not None:
+        return dict(published.clients)
+    from feedlot_pipeline.warehouse.store import Warehouse  # a fresh stack only
 
-    warehouse = Warehouse(warehouse_url(settings()))
+    warehouse = Warehouse(warehouse_url(s))
     try:
         return warehouse.clients()
     finally:

@@ -11,7 +11,8 @@ from feedlot_pipeline.local.services import LOOPBACK, ServiceError
 from feedlot_pipeline.local.state import StatePaths, read_env_file
 from feedlot_pipeline.local.supervisor import ServiceInfo, ServiceSpec, ensure_running, probe
 
-MOTO_MARKER = "feedlot_pipeline.local.moto_server"  # moto with the journal (moto_server.py)
+# moto with its hot spots fixed (moto_speedups.py) and the lake journaled (moto_server.py)
+MOTO_MARKER = "feedlot_pipeline.local.moto_server"
 MOTO_STARTUP_SECONDS = 300.0  # it listens once the journal is replayed: ~5 s per 50,000 objects
 BRIDGE_MARKER = "feedlot_pipeline.local.lambda_bridge"
 API_MARKER = "feedlot_pipeline.local.api_gateway"

@@ -2,8 +2,9 @@
 
 ``python -m feedlot_pipeline.local.moto_server --host H --port P --journal DIR [--durable-queue
 NAME]... [--fsync]`` serves moto's own WSGI application (what ``python -m moto.server``
-runs, same API on the same port) wrapped so that every change to S3 and to the durable queues
-is written to the journal in ``DIR`` before the request is answered (``moto_journal.py``).
+runs, same API on the same port, with ``moto_speedups`` applied) wrapped so that every change
+to S3 and to the durable queues is written to the journal in ``DIR`` before the request is
+answered (``moto_journal.py``).
 
 On start, before it listens, it reads the journal (cutting off a record a kill left half
 written), compacts it when dead records outweigh live ones, and puts the live state back into
@@ -92,6 +93,10 @@ def main(argv: list[str] | None = None) -> None:
         create_backend_app,
     )
     from werkzeug.serving import run_simple
+
+    from feedlot_pipeline.local import moto_speedups
+
+    moto_speedups.apply()
 
     try:
         state = open_state(args.journal, args.durable_queue, fsync=args.fsync)

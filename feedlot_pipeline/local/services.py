@@ -105,6 +105,9 @@ def wait_for_port(
     )
 
 
+MOTO_LAUNCHER = "feedlot_pipeline.local.moto_speedups"  # moto.server, hot spots fixed
+
+
 def start_moto(port: int, log_path: Path) -> subprocess.Popen:
     """Start ``moto_server`` on loopback in its own process group; raise if the port is taken."""
     if port_open(port):
@@ -119,7 +122,7 @@ def start_moto(port: int, log_path: Path) -> subprocess.Popen:
 
     with open_private_log(log_path) as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)],
+            [sys.executable, "-m", MOTO_LAUNCHER, "-H", LOOPBACK, "-p", str(port)],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -195,6 +195,8 @@ def up(state_dir: Path | str | None = None, accept_empty_lake: bool = False) -> 
             "FEEDLOT_DAGSTER_STORAGE_URL": dagster_url,
             "DAGSTER_HOME": str(write_dagster_home(paths)),
             "FEEDLOT_STATE_DIR": str(paths.root),  # absolute, whatever the shell said
+            # Dagster writes a batch run's per-partition materializations in one INSERT.
+            "DAGSTER_EVENT_BATCH_SIZE": "1000",
         }
         env |= {k: v for k, v in names.items() if k not in env}
         with environ({**aws_env, **names}):

@@ -22,12 +22,37 @@ PRIVATE_FILE = 0o600
 # Used only when neither the working directory nor the source checkout has a dagster.yaml.
 FALLBACK_DAGSTER_YAML = """\
 storage:
-  postgres:
-    postgres_url:
-      env: FEEDLOT_DAGSTER_STORAGE_URL
+  custom:
+    module: feedlot_pipeline.core.dagster_instance
+    class: PooledPostgresStorage
+    config:
+      postgres_url:
+        env: FEEDLOT_DAGSTER_STORAGE_URL
+run_launcher:
+  module: feedlot_pipeline.core.dagster_instance
+  class: MonitoredRunLauncher
 run_coordinator:
   module: dagster._core.run_coordinator
   class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 3
+    dequeue_interval_seconds: 1
+    tag_concurrency_limits:
+      - key: dagster/partition
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
+      - key: feedlot/lane
+        value: stream
+        limit: 1
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 120
+  max_resume_run_attempts: 0
+  poll_interval_seconds: 10
+run_retries:
+  enabled: true
+  max_retries: 2
 telemetry:
   enabled: false
 """

@@ -116,11 +116,32 @@ def add(cod_cliente: str, fazenda: str, replace: bool, url: str | None) -> None:
         warehouse = Warehouse(url)
         try:
             outcome = warehouse.add_client(cod_cliente, fazenda, replace=replace)
+            clients_now = warehouse.clients()
         except ValueError as err:
             raise click.ClickException(str(err)) from None
         finally:
             warehouse.dispose()
     click.echo(f"{outcome}: {cod_cliente.strip()} → {fazenda}")
+    _publish_client_map(clients_now)
+
+
+def _publish_client_map(clients: dict[str, str]) -> None:
+    """The landing Lambdas route with the map in the lake: publish it now (client_map_sensor
+    would within a minute). A lake that cannot be reached is a warning, not a failure."""
+    from feedlot_pipeline.core import client_map
+    from feedlot_pipeline.core.settings import Settings
+
+    bucket = Settings().lake_bucket
+    try:
+        client_map.publish(bucket, clients)
+    except Exception as err:  # noqa: BLE001 - reported, the warehouse change stands
+        click.echo(
+            f"warning: could not publish the client map to s3://{bucket}/{client_map.KEY} "
+            f"({type(err).__name__}: {err}); client_map_sensor will publish it",
+            err=True,
+        )
+        return
+    click.echo(f"published the client map ({len(clients)} clients) to s3://{bucket}")
 
 
 @clients.command("list")

@@ -47,6 +47,9 @@ def _pg_dialect():  # noqa: ANN202
     deps=[raw_consumption],
     partitions_def=farm_day_partitions,
     check_specs=CHECK_SPECS,
+    retry_policy=dg.RetryPolicy(
+        max_retries=5, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+    ),
     group_name="warehouse",
     kinds={"postgres", "s3"},
     owners=OWNERS,

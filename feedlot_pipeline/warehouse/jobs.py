@@ -22,6 +22,7 @@ from feedlot_pipeline.ingestion.partitions import farm_day_partitions, split_key
 from feedlot_pipeline.ingestion.resources import LakeResource
 from feedlot_pipeline.ingestion.sensors import LANE_TAG, STREAM_LANE
 from feedlot_pipeline.warehouse.assets import historico_consumo
+from feedlot_pipeline.warehouse.events import log_materializations
 from feedlot_pipeline.warehouse.loading import (
     historico_materialization,
     load_objects,
@@ -39,8 +40,17 @@ ingest_consumption_job = dg.define_asset_job(
 )
 
 
+# A warehouse restart or a lake hiccup fails an attempt, not the batch: 5, 10, 20, 40, 80 s apart
+# (about 2.5 minutes in all); then the run fails, run retries start it again, and whatever is
+# still not loaded is found by the sweep (its objects are not in the ledger).
+LOAD_RETRY = dg.RetryPolicy(
+    max_retries=5, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+
+
 @dg.op(
     name=BATCH_OP,
+    retry_policy=LOAD_RETRY,
     description="Load the noticed raw objects of every partition in the batch, check each "
     "partition, and record one materialization and check result per partition.",
 )
@@ -66,9 +76,16 @@ def load_noticed_objects(
         )
         rows = wh.partition_row_counts(outcome.partitions)
     loaded_at = time.monotonic()
-    for where, load in sorted(outcome.partitions.items()):
-        context.log_event(raw_materialization(load))
-        context.log_event(historico_materialization(load, rule, rows.get(where), context.run_id))
+    ordered = sorted(outcome.partitions.items())
+    log_materializations(context, [raw_materialization(load) for _, load in ordered])
+    log_materializations(
+        context,
+        [
+            historico_materialization(load, rule, rows.get(where), context.run_id)
+            for where, load in ordered
+        ],
+    )
+    for _, load in ordered:
         for evaluation in load.checks.evaluations():
             context.log_event(evaluation)
     failed = outcome.failed

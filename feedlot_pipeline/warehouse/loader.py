@@ -251,6 +251,7 @@ class PartitionLoader:
         self._versions: list[tuple[tuple, str]] = []  # (lost version, winner's object key)
         self._rejections: list[Rejection] = []
         self._forget: list[str] = []  # objects whose old rejections the next flush replaces
+        self._rejected_once: set[tuple] = set()  # identities of the rejections of this load
         self._report = LoadReport()
         self._finished = False
         self._sink = _Sink(warehouse)
@@ -330,12 +331,12 @@ class PartitionLoader:
                         line_no,
                     )
                 except RecordError as err:
-                    self._reject(where, line_no, err.code, err.reason, line, raw)
+                    self._reject(where, line_no, err.code, err.reason, line, raw, fp)
                     continue
                 if expected is not None:
                     reason = misplaced(row, expected)
                     if reason is not None:
-                        self._reject(where, line_no, PARTITION_MISMATCH, reason, line, raw)
+                        self._reject(where, line_no, PARTITION_MISMATCH, reason, line, raw, fp)
                         continue
                 row_id = row[0]
                 if row_id in in_chunk:
@@ -388,11 +389,11 @@ class PartitionLoader:
                 line_no,
             )
         except RecordError as err:
-            self._reject(where, line_no, err.code, err.reason, line, raw)
+            self._reject(where, line_no, err.code, err.reason, line, raw, fp)
             return
         reason = misplaced(row, expected)
         if reason is not None:
-            self._reject(where, line_no, PARTITION_MISMATCH, reason, line, raw)
+            self._reject(where, line_no, PARTITION_MISMATCH, reason, line, raw, fp)
             return
         if row[0] in self._in_chunk:
             self._same_record(row, self._entries[object_key])
@@ -440,15 +441,19 @@ class PartitionLoader:
             self._resolve(*self._probes.popleft())
 
     def _reject(
-        self, where: tuple, line_no: int, code: str, reason: str, line: bytes | str, raw: Any
+        self,
+        where: tuple,
+        line_no: int,
+        code: str,
+        reason: str,
+        line: bytes | str,
+        raw: Any,
+        fp: int | None = None,
     ) -> None:
         object_key, _, correlation_id, _, filed = where
         self._rejections.append(
-            rejection(object_key, line_no, code, reason, line, raw, correlation_id, filed)
+            rejection(object_key, line_no, code, reason, line, raw, correlation_id, filed, fp)
         )
-        by_code = self._report.rejected_by_code
-        by_code[code] = by_code.get(code, 0) + 1
-        self._report.rejected += 1
         entry = self._entries[object_key]
         entry.rejected += 1
         entry.rejected_by_code[code] = entry.rejected_by_code.get(code, 0) + 1
@@ -493,10 +498,43 @@ class PartitionLoader:
             self._submit("versions", versions)
 
     def _flush_rejections(self) -> None:
-        batch, self._rejections = self._rejections, []
+        batch, self._rejections = self._drop_repeats(self._rejections, check_filed=True), []
         forget, self._forget = self._forget, []
         if batch or forget:
             self._submit("rejections", (forget, batch, None))
+
+    def _drop_repeats(self, batch: list[Rejection], check_filed: bool) -> list[Rejection]:
+        """The rejections to file: a bad line already rejected (earlier in this load, or filed
+        against another object before) is that rejection again, counted unchanged."""
+        seen = self._rejected_once
+        fresh: list[Rejection] = []
+        for r in batch:
+            identity = r.identity()
+            if r.record_fp is not None and identity in seen:
+                self._repeat(r)
+                continue
+            seen.add(identity)
+            fresh.append(r)
+        if not check_filed or not fresh:
+            return fresh
+        filed = self.warehouse.filed_rejections(
+            (r.identity() for r in fresh), exclude_keys=self._entries
+        )
+        keep = []
+        for r in fresh:
+            if r.identity() in filed:
+                self._repeat(r)
+            else:
+                keep.append(r)
+        return keep
+
+    def _repeat(self, r: Rejection) -> None:
+        entry = self._entries[r.raw_object_key]
+        entry.rejected -= 1
+        entry.unchanged += 1
+        entry.rejected_by_code[r.reason_code] -= 1
+        if not entry.rejected_by_code[r.reason_code]:
+            del entry.rejected_by_code[r.reason_code]
 
     def finish(self) -> LoadReport:
         """Write what is pending, wait for the writer and return the report."""
@@ -509,7 +547,9 @@ class PartitionLoader:
             if self.partition is None:
                 self._flush_rejections()
             else:
-                self._submit("rejections", ([], self._rejections, self.partition))
+                # A rebuild replaces the whole partition's rejections: only repeats within it.
+                batch = self._drop_repeats(self._rejections, check_filed=False)
+                self._submit("rejections", ([], batch, self.partition))
                 self._rejections = []
         finally:
             writer = self._writer
@@ -535,6 +575,9 @@ class PartitionLoader:
             report.updated += entry.updated
             report.unchanged += entry.unchanged
             report.superseded += entry.superseded
+            report.rejected += entry.rejected
+            for code, n in entry.rejected_by_code.items():
+                report.rejected_by_code[code] = report.rejected_by_code.get(code, 0) + n
         report.objects = self._entries
         report.loaded = report.inserted + report.updated + report.unchanged + report.superseded
         report.seconds = time.perf_counter() - self._started

@@ -135,7 +135,9 @@ historico_consumo_rejeitados = sa.Table(
     sa.Column("raw_record", LONG_TEXT, nullable=False),
     sa.Column("rejected_at", UTC_TIMESTAMP, nullable=False),
     sa.Column("correlation_id", sa.String(CORRELATION_ID_CHARS), nullable=True),
+    sa.Column("record_fp", sa.BigInteger(), nullable=True),  # records.row_fingerprint
     sa.Index("ix_historico_consumo_rejeitados_fazenda_dia", "fazenda", "dia"),
+    sa.Index("ix_historico_consumo_rejeitados_record_fp", "record_fp"),
     **_MYSQL,
 )
 

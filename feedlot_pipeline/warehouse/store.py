@@ -75,6 +75,7 @@ _PG_REJECT_TYPES = [
     "text",
     "timestamptz",
     "text",
+    "int8",
 ]
 _PG_REJECT_STAGE = "feedlot_stage_rejeitados"
 _PG_REJECT_STAGE_DDL = (
@@ -384,6 +385,38 @@ class Warehouse:
                 conn.execute(sa.delete(table).where(table.c.raw_object_key.in_(batch)))
             self._upsert_rejection_values(conn, values)
 
+    def filed_rejections(
+        self, identities: Iterable[tuple], exclude_keys: Iterable[str] = ()
+    ) -> set[tuple]:
+        """Which rejection identities (farm, day, line fingerprint, code) are filed already,
+        against objects other than ``exclude_keys`` (those a load is about to replace)."""
+        wanted = {i for i in identities if i[2] is not None}
+        if not wanted:
+            return set()
+        table = historico_consumo_rejeitados
+        excluded = set(exclude_keys)
+        fps = sorted({i[2] for i in wanted})
+        found: set[tuple] = set()
+        with self.engine.connect() as conn:
+            for start in range(0, len(fps), _KEY_BATCH):
+                rows = conn.execute(
+                    sa.select(
+                        table.c.fazenda,
+                        table.c.dia,
+                        table.c.record_fp,
+                        table.c.reason_code,
+                        table.c.raw_object_key,
+                    ).where(table.c.record_fp.in_(fps[start : start + _KEY_BATCH]))
+                )
+                for fazenda, dia, fp, code, key in rows:
+                    if key in excluded:
+                        continue
+                    day = dia if isinstance(dia, date) else date.fromisoformat(str(dia)[:10])
+                    identity = (fazenda, day, fp, code)
+                    if identity in wanted:
+                        found.add(identity)
+        return found
+
     def rejection_counts(self, keys: Iterable[str]) -> dict[str, int]:
         """Rejections filed against each of the raw objects ``keys``."""
         table = historico_consumo_rejeitados
@@ -414,6 +447,7 @@ class Warehouse:
             "raw_record": _cap(r.raw_record, MAX_RAW_RECORD_CHARS),
             "rejected_at": now,
             "correlation_id": None if r.correlation_id is None else r.correlation_id[:200],
+            "record_fp": r.record_fp,
         }
 
     def _upsert_rejection_values(self, conn: sa.Connection, values: list[dict]) -> None:

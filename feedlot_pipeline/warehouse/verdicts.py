@@ -7,7 +7,9 @@ A line ends in exactly one of these:
 - **superseded**: a changed version that landed before the stored one, or before another version
   of the same record in the same load — kept in historico_consumo_versoes, not a rejection;
 - a **rejection** with a stable code and a readable reason: the record is wrong (a ``clean``
-  error), or it is in a partition it does not belong to (``partition_mismatch``).
+  error), or it is in a partition it does not belong to (``partition_mismatch``). The same bad
+  line delivered again (same partition, fingerprint and code) is that rejection again: counted
+  unchanged, not filed twice.
 
 Within one load, two different versions of the same record: the later in landing order (the
 landed object's time, then its key, then the line) wins, as it would across loads, so the result
@@ -42,6 +44,11 @@ class Rejection:
     fazenda: str | None = None
     dia: date | None = None
     correlation_id: str | None = None
+    record_fp: int | None = None  # the line's fingerprint: the same bad record is one rejection
+
+    def identity(self) -> tuple:
+        """What makes two rejections the same: partition, the line's fingerprint, the code."""
+        return (self.fazenda, self.dia, self.record_fp, self.reason_code)
 
 
 def rejection(
@@ -53,6 +60,7 @@ def rejection(
     raw: Any,
     correlation_id: str | None = None,
     partition: tuple[str, date] | None = None,
+    record_fp: int | None = None,
 ) -> Rejection:
     """The rejection of one line: its text as received, and its client when it has one."""
     text = line.decode("utf-8", "replace") if isinstance(line, bytes) else str(line)
@@ -67,6 +75,7 @@ def rejection(
         fazenda=partition[0] if partition else None,
         dia=partition[1] if partition else None,
         correlation_id=correlation_id,
+        record_fp=record_fp,
     )
 
 

@@ -227,6 +227,18 @@ def test_body_over_the_limit_is_413(aws, warehouse_url, monkeypatch) -> None:
     assert call(api_event(wide))[0] == 413
 
 
+def test_too_many_records_in_one_body_is_413_before_any_landing(aws, monkeypatch) -> None:
+    """A 1 MiB body of empty objects is 349,525 records: refused whole, nothing landed."""
+    settings, prov = aws
+    empties = "[" + ",".join(["{}"] * 349_525) + "]"
+    assert len(empties) <= 1024 * 1024
+    status, answer, _ = call(api_event(empties))
+    assert status == 413 and "at most 5000" in answer["message"]
+    monkeypatch.setenv("FEEDLOT_INGEST_API_MAX_RECORDS", "3")
+    assert call(api_event(json.dumps([record(lote=str(i)) for i in range(4)])))[0] == 413
+    assert receive_all(prov.queue_url) == []  # nothing was landed or announced
+
+
 def test_default_limit_is_one_mib(aws, warehouse_url) -> None:
     assert api_handler.max_body_bytes() == 1024 * 1024
 

@@ -23,7 +23,18 @@ def always_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(common, "CLIENT_MAP_RETRY_SECONDS", 0.0)
 
 
-def test_client_map_is_cached_for_its_ttl(warehouse_url) -> None:
+def test_the_published_map_comes_first_and_needs_no_warehouse(aws, monkeypatch) -> None:
+    from feedlot_pipeline.core import client_map as published
+
+    settings, _ = aws
+    published.publish(settings.lake_bucket, {"FazendaUm": "fazenda_um", "Nova": "fazenda_nova"})
+    monkeypatch.setenv("FEEDLOT_WAREHOUSE_URL", DEAD_WAREHOUSE)  # never reached
+    assert common.client_map() == {"FazendaUm": "fazenda_um", "Nova": "fazenda_nova"}
+    landed = sns_handler.handler(sns_event(json.dumps([record("Nova")]), "m1"), Context())
+    assert [k.split("/")[1] for k in landed["landed"]] == ["fazenda_nova"]
+
+
+def test_client_map_is_cached_for_its_ttl(aws, warehouse_url) -> None:
     assert common.client_map() == CLIENTS
     with Warehouse(warehouse_url) as wh:
         wh.add_client("FazendaTres", "fazenda_tres")
@@ -33,7 +44,7 @@ def test_client_map_is_cached_for_its_ttl(warehouse_url) -> None:
 
 
 def test_client_map_keeps_the_last_good_map_when_its_source_fails(
-    warehouse_url, monkeypatch, always_refresh, caplog
+    aws, warehouse_url, monkeypatch, always_refresh, caplog
 ) -> None:
     good = common.client_map()
     assert good == CLIENTS
@@ -49,7 +60,7 @@ def test_client_map_keeps_the_last_good_map_when_its_source_fails(
     assert common.client_map()["FazendaTres"] == "fazenda_tres"
 
 
-def test_client_map_raises_when_there_never_was_one(warehouse_url, monkeypatch) -> None:
+def test_client_map_raises_when_there_never_was_one(aws, warehouse_url, monkeypatch) -> None:
     monkeypatch.setenv("FEEDLOT_WAREHOUSE_URL", DEAD_WAREHOUSE)
     with pytest.raises(common.ClientMapUnavailable, match="no earlier one"):
         common.client_map()

@@ -81,3 +81,43 @@ def test_one_run_reports_every_partition_and_a_rerun_writes_nothing(
         runs = conn.execute(text("SELECT DISTINCT run_id FROM historico_consumo_cargas")).all()
     engine.dispose()
     assert [r[0] for r in runs] == [result.run_id]
+
+
+def test_the_sweep_loads_what_no_notice_brought(aws, warehouse_url, instance, monkeypatch) -> None:
+    """Objects whose notices were lost (a queue wiped, a run that gave up) are found and loaded."""
+    from datetime import datetime, timezone
+
+    from feedlot_pipeline.ingestion.landing import land_records
+    from feedlot_pipeline.warehouse.definitions import definitions
+
+    settings, _ = aws
+    monkeypatch.setenv("FEEDLOT_SWEEP_MIN_AGE_SECONDS", "0")
+    today = datetime.now(timezone.utc).date().isoformat()
+    client_map.publish(settings.lake_bucket, CLIENTS)
+    instance.add_dynamic_partitions(farms_partitions.name, ["fazenda_um", "fazenda_dois"])
+    for event, farm in (("s1", "FazendaUm"), ("s2", "FazendaDois"), ("s3", "FazendaUm")):
+        land_records(
+            [record(farm, day=today, lote=event[-1])],
+            source="sns",
+            event_id=event,
+            clients=CLIENTS,
+            settings=settings,
+        )
+    resources = {
+        "lake": LakeResource(bucket=settings.lake_bucket),
+        "warehouse": WarehouseResource(url=warehouse_url),
+    }
+    defs = dg.Definitions.merge(definitions(), dg.Definitions(resources=resources))
+    sweep = defs.resolve_sensor_def("lake_sweep_sensor")
+
+    def evaluate():
+        context = dg.build_sensor_context(instance=instance, resources=resources, definitions=defs)
+        return sweep.evaluate_tick(context)
+
+    (request,) = evaluate().run_requests
+    objects = request.run_config["ops"]["load_noticed_objects"]["config"]["objects"]
+    assert sum(len(keys) for keys in objects.values()) == 3
+    assert request.tags["feedlot/trigger"] == "lake_sweep_sensor"
+    assert run_batch(instance, settings, warehouse_url, request.run_config).success
+    after = evaluate()
+    assert after.run_requests == [] and "is loaded" in str(after.skip_message)

@@ -275,3 +275,22 @@ def test_reload_still_sees_changes_and_duplicates(pg_wh: Warehouse, tmp_path) ->
     # Every row is rewritten; only the redelivered last line may find its row stored as-is,
     # written earlier in this very load.
     assert fourth.updated == 2_400 and fourth.matched <= 1
+
+
+def test_a_bad_record_delivered_again_is_the_same_rejection(wh: Warehouse) -> None:
+    bad = lines([{**day_records(1)[0], "peso_medio": -1}])
+    reports = []
+    for event in ("e1", "e2", "e3"):
+        loader = PartitionLoader(wh, rule=DEFAULT_RULE, row_ts=NOW)
+        loader.feed(key(event), bad if event != "e3" else [*bad, *bad])
+        reports.append(loader.finish())
+    first, again, twice = reports
+    assert (first.rejected, first.unchanged) == (1, 0)
+    assert (again.rejected, again.unchanged, again.landed) == (0, 1, 1)
+    assert (twice.rejected, twice.unchanged) == (0, 2)
+    assert count(wh, "SELECT count(*) FROM historico_consumo_rejeitados") == 1
+    # Reloading the object that holds the rejection files it again, in place.
+    reload = PartitionLoader(wh, rule=DEFAULT_RULE, row_ts=NOW)
+    reload.feed(key("e1"), bad)
+    assert reload.finish().rejected == 1
+    assert count(wh, "SELECT count(*) FROM historico_consumo_rejeitados") == 1

@@ -11,6 +11,8 @@ Create Date: 2026-12-05
 - ``historico_consumo_versoes``: every version that lost — the stored one a later landing
   replaced (``replaced``) and an incoming one older than the stored (``superseded``) — so a
   correction is auditable. Keyed by (id, object, line): reloading writes nothing twice.
+- ``historico_consumo_rejeitados.record_fp``: the fingerprint of the rejected line, so the same
+  bad record delivered again is recognised as the rejection already filed, not a new one.
 - ``historico_consumo_cargas``: one row per raw object loaded, with what became of its lines. A
   streaming batch skips objects already here (a redelivered notice costs nothing); the blocking
   reconciliation check compares it with the tables.
@@ -32,6 +34,13 @@ MYSQL = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4", "mysql_collate": 
 
 
 def upgrade() -> None:
+    # A bad record delivered again is the same rejection, not a new one: its fingerprint.
+    op.add_column(
+        "historico_consumo_rejeitados", sa.Column("record_fp", sa.BigInteger(), nullable=True)
+    )
+    op.create_index(
+        "ix_historico_consumo_rejeitados_record_fp", "historico_consumo_rejeitados", ["record_fp"]
+    )
     op.add_column("historico_consumo", sa.Column("landed_at", UTC_TIMESTAMP, nullable=True))
     op.add_column("historico_consumo", sa.Column("raw_line_no", sa.Integer(), nullable=True))
     op.create_table(
@@ -97,3 +106,7 @@ def downgrade() -> None:
     op.drop_table("historico_consumo_versoes")
     op.drop_column("historico_consumo", "raw_line_no")
     op.drop_column("historico_consumo", "landed_at")
+    op.drop_index(
+        "ix_historico_consumo_rejeitados_record_fp", table_name="historico_consumo_rejeitados"
+    )
+    op.drop_column("historico_consumo_rejeitados", "record_fp")
