@@ -5,7 +5,8 @@ server with ``moto_speedups``, nothing kept), the local stack's (``moto_server``
 journaled before the answer, fsynced within a second) and the same with ``--fsync`` (fsynced
 before every answer). For each, ``--objects`` PutObject then as many GetObject (raw-zone keys,
 ``--size`` bytes, ``correlation-id``/``received-at`` metadata) with each number of concurrent
-clients in ``--clients``; prints requests/s.
+clients in ``--clients``; prints requests/s and the moto process's CPU time per request (which a
+busy machine disturbs far less than requests/s).
 
 Then ``--replay`` objects: a journal is written the way the server writes it (moto's own
 put_object in this process, captured by the same hooks), a ``moto_server`` is started on it and
@@ -59,7 +60,17 @@ def _body(size: int) -> bytes:
     return (line * (size // len(line) + 1))[:size]
 
 
-def _throughput(port: int, objects: int, clients: int, size: int) -> tuple[float, float]:
+def _cpu(pid: int) -> float:
+    import psutil
+
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+def _throughput(
+    pid: int, port: int, objects: int, clients: int, size: int
+) -> tuple[float, float, float, float]:
+    """(PutObject/s, GetObject/s, moto's CPU µs per PutObject, per GetObject)."""
     import boto3
     from botocore.config import Config
 
@@ -88,13 +99,14 @@ def _throughput(port: int, objects: int, clients: int, size: int) -> tuple[float
     def get(i: int) -> None:
         s3.get_object(Bucket=bucket, Key=key(i))["Body"].read()
 
-    rates = []
+    rates, cpu = [], []
     for call in (put, get):
-        started = time.perf_counter()
+        started, cpu_before = time.perf_counter(), _cpu(pid)
         with ThreadPoolExecutor(clients) as pool:
             list(pool.map(call, range(objects)))
         rates.append(objects / (time.perf_counter() - started))
-    return rates[0], rates[1]
+        cpu.append((_cpu(pid) - cpu_before) / objects * 1e6)
+    return rates[0], rates[1], cpu[0], cpu[1]
 
 
 def write_journal(folder: Path, objects: int, size: int) -> None:
@@ -135,8 +147,14 @@ def lake_bench(objects: int, clients: str, size: int, replay: int) -> None:
     """PutObject/GetObject per second with and without the local lake's journal; replay time."""
     work = Path(tempfile.mkdtemp(prefix="feedlot-lake-bench-"))
     try:
-        click.echo(f"{objects} objects of {size} B per run (requests/s)")
-        click.echo(f"{'moto':<22}{'clients':>8}{'PutObject/s':>13}{'GetObject/s':>13}")
+        click.echo(
+            f"{objects} objects of {size} B per run: requests/s, and moto's own CPU per request "
+            "(steadier than requests/s on a busy machine)"
+        )
+        click.echo(
+            f"{'moto':<22}{'clients':>8}{'PutObject/s':>13}{'GetObject/s':>13}"
+            f"{'CPU µs/Put':>12}{'CPU µs/Get':>12}"
+        )
         for count in [int(c) for c in clients.split(",") if c.strip()]:
             for name, args in MODES.items():
                 folder = work / f"{count}-{name.split()[0]}-{len(args)}"
@@ -144,10 +162,12 @@ def lake_bench(objects: int, clients: str, size: int, replay: int) -> None:
                 port = free_port()
                 proc = _start(args, port, folder)
                 try:
-                    puts, gets = _throughput(port, objects, count, size)
+                    puts, gets, cpu_put, cpu_get = _throughput(proc.pid, port, objects, count, size)
                 finally:
                     _stop(proc)
-                click.echo(f"{name:<22}{count:>8}{puts:>13.0f}{gets:>13.0f}")
+                click.echo(
+                    f"{name:<22}{count:>8}{puts:>13.0f}{gets:>13.0f}{cpu_put:>12.0f}{cpu_get:>12.0f}"
+                )
         if replay:
             folder = work / "replay"
             folder.mkdir()
