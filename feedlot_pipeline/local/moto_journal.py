@@ -14,9 +14,9 @@ configuration…) with the current version of each object (bytes, user metadata,
 ETag, Last-Modified, tags, checksum, encryption); the durable queues named at start (dead-letter
 queues and the failures inbox) with their attributes and messages (body, message attributes,
 sent time, receive count). Not kept: other queues (a notice still queued for the sensor is lost
-with moto; the sweeper loads raw objects missing from the load ledger), SNS, EC2, SSM, Firehose
-(``feedlot local up`` provisions them again), older versions in a versioned bucket, in-progress
-multipart uploads.
+with moto; ``lake_sweep_sensor`` loads raw objects missing from the load ledger), SNS, EC2, SSM,
+Firehose (``feedlot local up`` provisions them again), older versions in a versioned bucket,
+in-progress multipart uploads.
 """
 
 from __future__ import annotations
