@@ -118,10 +118,10 @@ def _check_ports_first(
     for name, port in ports.items():
         variable, what = components.PORT_VARIABLES[name]
         record = read_record(paths.record(name)) or {}
-        mine = record.get("port") == port and supervisor.recorded_pid(
-            paths, name, components.PROCESSES[name]
-        )
-        if not mine and port_open(port):
+        recorded = record.get("port") == port
+        mine = recorded and supervisor.recorded_pid(paths, name, components.PROCESSES[name])
+        # One of ours that just died (killed) may hold its port a moment longer.
+        if not mine and port_open(port) and not (recorded and supervisor.released(port)):
             raise supervisor.port_taken(port, variable, what)
     if plan.embedded:
         databases.check_embedded_port(paths, pg_port)

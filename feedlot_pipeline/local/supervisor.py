@@ -99,6 +99,18 @@ def stop_group(pid: int, timeout: float = 15.0) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def released(port: int, timeout: float = 3.0) -> bool:
+    """Whether ``port`` closes within ``timeout``. A killed multi-threaded process shows as a
+    zombie (not running) while its other threads still exit, and its sockets close only after
+    the last one: a process we recorded on a port may hold it a moment after it "died"."""
+    deadline = time.monotonic() + timeout
+    while port_open(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def service_health(port: int, timeout: float = 1.0) -> dict | None:
     """The JSON of a local service's GET /health (bridge, API gateway, SSM agent), or None."""
     import requests
@@ -198,7 +210,7 @@ def ensure_running(paths: StatePaths, spec: ServiceSpec) -> Running:
         stop_group(pid)  # stale: another port, environment or moto, or not answering
         state = "restarted"
     paths.record(spec.name).unlink(missing_ok=True)
-    if port_open(spec.port):
+    if port_open(spec.port) and not (record.get("port") == spec.port and released(spec.port)):
         raise port_taken(spec.port, spec.port_variable, spec.what)
     proc = _spawn(paths, spec)
     try:

@@ -39,7 +39,8 @@ PART = 5 * 1024 * 1024  # S3's smallest multipart part
 
 
 def kill(pid: int) -> None:
-    """What the fault command does: SIGKILL, no chance to flush anything."""
+    """What the fault command does: SIGKILL, no chance to flush anything; returns at once (the
+    port may stay open a moment while moto's threads exit: `up` must cope with that)."""
     os.killpg(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while supervisor.is_running(pid) and time.monotonic() < deadline:
