@@ -364,9 +364,15 @@ class LocalSettings(_FromEnv):
 
     state_dir: Path = Field(
         Path(".feedlot"),
-        description="local stack state (pids, logs, env, embedded PostgreSQL data)",
+        description="local stack state (pids, logs, env, embedded PostgreSQL data, the local lake)",
     )
     moto_port: int = Field(4566, gt=0, lt=65536, description="port of the local moto server")
+    moto_fsync: bool = Field(
+        False,
+        description="the local moto fsyncs its journal (the local lake and dead letters) before "
+        "answering each change, so it survives a power cut too; by default a change is written "
+        "before the answer (it survives a kill of moto) and fsynced within a second",
+    )
     pg_port: int = Field(
         15432, gt=0, lt=65536, description="port of the embedded PostgreSQL of the local stack"
     )

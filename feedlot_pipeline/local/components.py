@@ -4,14 +4,16 @@ started, reused or reported through the one supervisor (``supervisor.ensure_runn
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from feedlot_pipeline.core.settings import BackupSettings, Settings, WorkerSettings
 from feedlot_pipeline.local.services import LOOPBACK, ServiceError
 from feedlot_pipeline.local.state import StatePaths, read_env_file
 from feedlot_pipeline.local.supervisor import ServiceInfo, ServiceSpec, ensure_running, probe
 
-MOTO_MARKER = "feedlot_pipeline.local.moto_speedups"  # moto.server with its hot spots fixed
+# moto with its hot spots fixed (moto_speedups.py) and the lake journaled (moto_server.py)
+MOTO_MARKER = "feedlot_pipeline.local.moto_server"
+MOTO_STARTUP_SECONDS = 300.0  # it listens once the journal is replayed: ~5 s per 50,000 objects
 BRIDGE_MARKER = "feedlot_pipeline.local.lambda_bridge"
 API_MARKER = "feedlot_pipeline.local.api_gateway"
 SSM_AGENT_MARKER = "feedlot_pipeline.local.ssm_agent"
@@ -52,8 +54,25 @@ def _common(paths: StatePaths, port: int) -> list[str]:
     return ["--host", LOOPBACK, "--port", str(port), "--state-dir", str(paths.root)]
 
 
-def start_moto(paths: StatePaths, port: int) -> ServiceInfo:
-    return _info(paths, _spec("moto", ["-H", LOOPBACK, "-p", str(port)], port, health=False))
+def start_moto(
+    paths: StatePaths, port: int, durable_queues: Iterable[str] = (), fsync: bool = False
+) -> ServiceInfo:
+    """moto, keeping its S3 buckets and the ``durable_queues`` in ``paths.lake`` across restarts
+    and kills (``moto_server.py``). Another set of queues or fsync mode restarts it (which
+    loses only what moto does not journal: topics, other queues; ``up`` provisions them)."""
+    queues = sorted(set(durable_queues))
+    args = ["-H", LOOPBACK, "-p", str(port), "--journal", str(paths.lake)]
+    args += [arg for queue in queues for arg in ("--durable-queue", queue)]
+    args += ["--fsync"] if fsync else []
+    spec = _spec(
+        "moto",
+        args,
+        port,
+        health=False,
+        extra={"journal": str(paths.lake), "durable_queues": queues, "fsync": fsync},
+        startup_seconds=MOTO_STARTUP_SECONDS,
+    )
+    return _info(paths, spec, f"lake in {paths.lake}")
 
 
 def start_bridge(paths: StatePaths, port: int, child_env: Mapping[str, str]) -> ServiceInfo:
@@ -178,7 +197,9 @@ def status_lines(paths: StatePaths) -> list[ServiceInfo]:
         if not record:
             continue
         detail = ""
-        if name == "lambda_bridge" and health:
+        if name == "moto":
+            detail = f"lake in {paths.lake}"
+        elif name == "lambda_bridge" and health:
             detail = (
                 f"received {health['received']}, succeeded {health['succeeded']}, "
                 f"failed {health['failed']}, pending {health['pending']}"

@@ -10,8 +10,9 @@ Profiled with py-spy at 20 records/s (moto at 95 % of a core, ~125 requests/s):
   (``Message.visible``/``delayed``), so a send costs O(backlog); every ``ReceiveMessage`` lists
   the visible messages the same way. The counts and the list take one clock reading per pass.
 
-Behaviour is unchanged (same counts, same routing); only the cost. Applied by the launcher the
-local stack starts moto with (``python -m feedlot_pipeline.local.moto_speedups``).
+Behaviour is unchanged (same counts, same routing); only the cost. Applied by the local stack's
+moto (``python -m feedlot_pipeline.local.moto_server``, which also journals the lake) and by the
+tests' and benchmarks' moto (``python -m feedlot_pipeline.local.moto_speedups``).
 """
 
 from __future__ import annotations

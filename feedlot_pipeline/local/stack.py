@@ -118,10 +118,10 @@ def _check_ports_first(
     for name, port in ports.items():
         variable, what = components.PORT_VARIABLES[name]
         record = read_record(paths.record(name)) or {}
-        mine = record.get("port") == port and supervisor.recorded_pid(
-            paths, name, components.PROCESSES[name]
-        )
-        if not mine and port_open(port):
+        recorded = record.get("port") == port
+        mine = recorded and supervisor.recorded_pid(paths, name, components.PROCESSES[name])
+        # One of ours that just died (killed) may hold its port a moment longer.
+        if not mine and port_open(port) and not (recorded and supervisor.released(port)):
             raise supervisor.port_taken(port, variable, what)
     if plan.embedded:
         databases.check_embedded_port(paths, pg_port)
@@ -133,9 +133,14 @@ def _undo(steps: list[Callable[[], object]]) -> None:
             step()
 
 
-def up(state_dir: Path | str | None = None) -> StackInfo:
+def up(state_dir: Path | str | None = None, accept_empty_lake: bool = False) -> StackInfo:
     """Start (or reuse) PostgreSQL, moto, the Lambda bridge, the API gateway and the SSM agent;
-    provision; write the env file. On failure, stop what this call started and raise."""
+    provision; write the env file. On failure, stop what this call started and raise.
+
+    moto keeps the lake (buckets, objects, dead letters) in ``<state>/moto`` across restarts.
+    When the lake has no raw object but the warehouse has rows (the lake was lost some other
+    way), ``up`` refuses with a ServiceError saying so, unless ``accept_empty_lake``
+    (``lake_guard.py``)."""
     started = time.monotonic()
     try:
         local, settings = config.LocalSettings(), config.Settings()
@@ -170,13 +175,20 @@ def up(state_dir: Path | str | None = None) -> StackInfo:
         services, warehouse_url, dagster_url = databases.start_postgres(paths, plan, local.pg_port)
         for info in services:
             started_here(info)
-        services.append(started_here(components.start_moto(paths, ports["moto"])))
+        moto = components.start_moto(
+            paths,
+            ports["moto"],
+            durable_queues=(settings.sensor_dlq, settings.large_file_dlq, settings.failures_inbox),
+            fsync=local.moto_fsync,
+        )
+        services.append(started_here(moto))
         aws_env = {
             "AWS_ENDPOINT_URL": f"http://{LOOPBACK}:{ports['moto']}",
             "AWS_DEFAULT_REGION": settings.region,
             **LOCAL_AWS_ENV,
         }
         databases.migrate(warehouse_url)
+        notes = _check_lake(paths, plan, warehouse_url, aws_env, settings, accept_empty_lake)
         env = {
             **aws_env,
             "FEEDLOT_WAREHOUSE_URL": warehouse_url,
@@ -229,16 +241,42 @@ def up(state_dir: Path | str | None = None) -> StackInfo:
         subscription_arn=subscription,
         bridge_endpoint=endpoint,
         seconds=time.monotonic() - started,
-        notes=_failure_notes(paths),
+        notes=notes + _failure_notes(paths),
     )
+
+
+def _check_lake(
+    paths: StatePaths,
+    plan: databases.PgPlan,
+    warehouse_url: str,
+    aws_env: dict[str, str],
+    settings: config.Settings,
+    accept: bool,
+) -> list[str]:
+    """Refuse (ServiceError) a warehouse with rows over a lake without raw objects."""
+    from feedlot_pipeline.local import lake_guard
+
+    with environ(aws_env):
+        found = lake_guard.LakeState(
+            warehouse_rows=lake_guard.warehouse_rows(warehouse_url),
+            raw_objects=lake_guard.has_raw_objects(settings.lake_bucket),
+        )
+    default = default_state_dir().expanduser().resolve()
+    option = "" if paths.root == default else f"--state-dir {paths.root}"
+    note = lake_guard.check(
+        paths, found, settings.lake_bucket, accept, not plan.warehouse_url, option
+    )
+    return [note] if note else []
 
 
 # --- down, status, env ---------------------------------------------------------------------------
 
 
-def down(state_dir: Path | str | None = None) -> list[ServiceInfo]:
+def down(state_dir: Path | str | None = None, wipe: bool = False) -> list[ServiceInfo]:
     """Stop every process this stack started (the bridge before moto, so it can finish its
-    invocations), then the embedded PostgreSQL."""
+    invocations), then the embedded PostgreSQL. With ``wipe``, then delete the stack's data:
+    the local lake and its dead letters (``<state>/moto``) and the embedded PostgreSQL
+    (warehouse and Dagster runs); a configured FEEDLOT_WAREHOUSE_URL is never touched."""
     paths = state_paths(state_dir or default_state_dir())
     result: list[ServiceInfo] = []
     for name, marker in PROCESSES.items():
@@ -260,7 +298,24 @@ def down(state_dir: Path | str | None = None) -> list[ServiceInfo]:
     if postgres is not None:
         result.append(postgres)
     # The postgres record stays: the next `up` recognises the URLs it derived (pg_plan).
+    if wipe:
+        result.extend(_wipe(paths))
     return result
+
+
+def _wipe(paths: StatePaths) -> list[ServiceInfo]:
+    """Delete the lake's journal and the embedded PostgreSQL's folder (after ``down``)."""
+    import shutil
+
+    wiped: list[ServiceInfo] = []
+    for name, folder, what in (
+        ("lake", paths.lake, "S3 buckets, objects and dead letters"),
+        ("postgres", paths.pg_data.parent, "embedded warehouse and Dagster runs"),
+    ):
+        if folder.exists():
+            shutil.rmtree(folder)
+            wiped.append(ServiceInfo(name, str(folder), None, False, "wiped", detail=what))
+    return wiped
 
 
 def _failure_notes(paths: StatePaths) -> list[str]:

@@ -1,8 +1,9 @@
 """The local stack's state folder: where each file lives, and how files are written.
 
 Everything of a stack lives under one folder (default ``./.feedlot``): pid records (``run/``),
-logs, the ``env`` file, PostgreSQL's data, Dagster's home, Lambda failure records, the SSM agent's
-state and the worker's EBS stand-in. Several of them hold URLs with passwords, the API key or
+logs, the ``env`` file, PostgreSQL's data, the local lake (moto's journal: S3 objects and dead
+letters), Dagster's home, Lambda failure records, the SSM agent's state and the worker's EBS
+stand-in. Several of them hold URLs with passwords, the API key or
 records, so folders are created ``0700`` and files ``0600`` (readable by the owner only).
 """
 
@@ -141,6 +142,17 @@ class StatePaths:
     @property
     def pg_data(self) -> Path:
         return self.root / "postgres" / "data"
+
+    @property
+    def lake(self) -> Path:
+        """moto's journal: buckets, objects and dead-letter messages (``local/journal.py``)."""
+        return self.root / "moto"
+
+    @property
+    def accepted_empty_lake(self) -> Path:
+        """Written by ``up --accept-empty-lake``; lives with the lake, so it goes when the lake
+        does (a lake lost again is refused again)."""
+        return self.lake / "accepted-empty-lake.json"
 
     @property
     def dagster_home(self) -> Path:

@@ -99,6 +99,18 @@ def stop_group(pid: int, timeout: float = 15.0) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def released(port: int, timeout: float = 3.0) -> bool:
+    """Whether ``port`` closes within ``timeout``. A killed multi-threaded process shows as a
+    zombie (not running) while its other threads still exit, and its sockets close only after
+    the last one: a process we recorded on a port may hold it a moment after it "died"."""
+    deadline = time.monotonic() + timeout
+    while port_open(port):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def service_health(port: int, timeout: float = 1.0) -> dict | None:
     """The JSON of a local service's GET /health (bridge, API gateway, SSM agent), or None."""
     import requests
@@ -187,25 +199,43 @@ def ensure_running(paths: StatePaths, spec: ServiceSpec) -> Running:
     record = read_record(paths.record(spec.name)) or {}
     pid = record.get("pid")
     state = "started"
-    if ours(pid, spec.marker, record.get("started_at")):
-        if _same(spec, record):
+    # The recorded marker: a process started as another module (an older version of the
+    # service) is still ours to stop and replace.
+    marker = record.get("marker") or spec.marker
+    if ours(pid, marker, record.get("started_at")):
+        if marker == spec.marker and _same(spec, record):
             health = _healthy(spec, pid)
             if health is not None:
                 return Running(pid, "reused", health)
         stop_group(pid)  # stale: another port, environment or moto, or not answering
         state = "restarted"
     paths.record(spec.name).unlink(missing_ok=True)
-    if port_open(spec.port):
+    if port_open(spec.port) and not (record.get("port") == spec.port and released(spec.port)):
         raise port_taken(spec.port, spec.port_variable, spec.what)
     proc = _spawn(paths, spec)
     try:
         wait_for_port(spec.port, spec.startup_seconds, proc, spec.what)
         health = _wait_healthy(spec, proc) if spec.health else {}
-    except BaseException:
+    except ServiceError as err:
         stop_group(proc.pid)  # our child, not reaped yet: its pid cannot have been reused
+        paths.record(spec.name).unlink(missing_ok=True)
+        raise ServiceError(f"{err}{_log_tail(paths.log(spec.name))}") from None
+    except BaseException:
+        stop_group(proc.pid)
         paths.record(spec.name).unlink(missing_ok=True)
         raise
     return Running(proc.pid, state, health)
+
+
+def _log_tail(log: Path) -> str:
+    """The last line a failed service wrote (its reason, usually), and where its log is."""
+    try:
+        with open(log, "rb") as src:
+            src.seek(max(0, log.stat().st_size - 2000))
+            lines = [x for x in src.read().decode(errors="replace").splitlines() if x.strip()]
+    except OSError:
+        return ""
+    return f"; it said: {lines[-1].strip()} (log {log})" if lines else f" (log {log})"
 
 
 def _spawn(paths: StatePaths, spec: ServiceSpec) -> subprocess.Popen:

@@ -41,6 +41,7 @@ def _table(services: list[stack.ServiceInfo]) -> None:
 _SETTINGS = (
     ("FEEDLOT_STATE_DIR", "state folder"),
     ("FEEDLOT_MOTO_PORT", "moto server port"),
+    ("FEEDLOT_MOTO_FSYNC", "fsync the lake's journal before each answer"),
     ("FEEDLOT_PG_PORT", "embedded PostgreSQL port"),
     ("FEEDLOT_LAMBDA_PORT", "Lambda bridge port"),
     ("FEEDLOT_INGEST_API_PORT", "local API gateway port, POST /consumo"),
@@ -72,10 +73,21 @@ def local() -> None:
 
 @local.command(short_help="Start the stack (reusing what runs) and print its environment.")
 @_STATE_DIR
-def up(state_dir: Path) -> None:
-    """Start the stack (parts already running are reused) and print the environment to use."""
+@click.option(
+    "--accept-empty-lake",
+    is_flag=True,
+    help="Go on when the warehouse has rows but the lake has no raw objects (the lake was "
+    "lost): those rows stay without raw data. Remembered until the lake is lost again.",
+)
+def up(state_dir: Path, accept_empty_lake: bool) -> None:
+    """Start the stack (parts already running are reused) and print the environment to use.
+
+    The local lake (S3 buckets and objects) and the dead-letter queues are kept in
+    <state>/moto across restarts and crashes of moto; `up` refuses to start over a warehouse
+    whose lake is gone unless --accept-empty-lake.
+    """
     try:
-        info = stack.up(state_dir)
+        info = stack.up(state_dir, accept_empty_lake=accept_empty_lake)
     except ServiceError as err:
         raise click.ClickException(str(err)) from None
     click.echo(f"Local stack up in {info.seconds:.1f} s (state in {_shown(info.state_dir)})")
@@ -93,11 +105,21 @@ def up(state_dir: Path) -> None:
     click.echo(stack.export_lines(info.env), nl=False)
 
 
-@local.command(short_help="Stop every process the stack started.")
+@local.command(short_help="Stop every process the stack started; --wipe deletes its data.")
 @_STATE_DIR
-def down(state_dir: Path) -> None:
-    """Stop every process the stack started (emulators, moto, embedded PostgreSQL)."""
-    stopped = stack.down(state_dir)
+@click.option(
+    "--wipe",
+    is_flag=True,
+    help="Also delete the stack's data: the local lake and dead letters (<state>/moto) and the "
+    "embedded PostgreSQL (warehouse, Dagster runs). A configured FEEDLOT_WAREHOUSE_URL is "
+    "never touched.",
+)
+def down(state_dir: Path, wipe: bool) -> None:
+    """Stop every process the stack started (emulators, moto, embedded PostgreSQL).
+
+    The lake and the warehouse are kept for the next `up`, unless --wipe.
+    """
+    stopped = stack.down(state_dir, wipe=wipe)
     if not stopped:
         click.echo(f"Nothing to stop in {_shown(state_dir.resolve())}.")
         return
