@@ -178,7 +178,12 @@ def up(state_dir: Path | str | None = None, accept_empty_lake: bool = False) -> 
         moto = components.start_moto(
             paths,
             ports["moto"],
-            durable_queues=(settings.sensor_dlq, settings.large_file_dlq, settings.failures_inbox),
+            durable_queues=(
+                settings.sensor_dlq,
+                settings.large_file_dlq,
+                settings.failures_inbox,
+                config.ObservabilitySettings().alerts_inbox,
+            ),
             fsync=local.moto_fsync,
         )
         services.append(started_here(moto))

@@ -238,6 +238,9 @@ def test_objects_and_dead_letters_survive_sigkill_and_a_clean_restart(moto_stack
 
     # SIGKILL: nothing flushed on the way out. The supervisor starts it again.
     kill(moto_pid(paths))
+    deadline = time.monotonic() + 3  # the dying process may hold its port a moment
+    while port_open(port) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not port_open(port)
     again = start(paths, port, s)
     assert again.state == "started"
