@@ -322,6 +322,89 @@ class PublicApiSettings(_FromEnv):
     api_cron: str = Field("0 6 * * *", description="cron (UTC) of api_snapshot_schedule")
 
 
+class AnalyticsSettings(_FromEnv):
+    """The analytics layer: daily summaries, describe CSVs, the curated Parquet lake and its Glue
+    catalog, the farm reports, their schedules and the thresholds of their checks."""
+
+    glue_database: str = Field(
+        "feedlot",
+        description="Glue Data Catalog database of the curated lake (Athena queries it)",
+    )
+    processed_events_topic: str = Field(
+        "feedlot-processed-events",
+        description="SNS topic (name or ARN) that gets one 'partition loaded' notice per farm "
+        "× day partition the analytics refreshed",
+    )
+    curated_prefix: str = Field(
+        "curated/",
+        description="prefix of the curated Parquet lake in the processed bucket "
+        "(<prefix><table>/fazenda=<f>/dia=<yyyy-mm-dd>/part-0.parquet)",
+    )
+    describe_prefix: str = Field(
+        "describe/",
+        description="prefix of the describe CSVs in the processed bucket "
+        "(<prefix>historico_consumo/<fazenda>/<yyyy>/<mm>/<dd>/describe.csv)",
+    )
+    reports_prefix: str = Field(
+        "reports/",
+        description="prefix of the farm reports (HTML) in the processed bucket",
+    )
+    anomaly_threshold_pct: float = Field(
+        25.0,
+        gt=0,
+        description="a lot whose consumo_real deviates from consumo_meta by more than this "
+        "percentage is listed by the anomaly check (WARN)",
+    )
+    freshness_hours: float = Field(
+        26.0,
+        gt=0,
+        description="a farm with no new data in consumo_diario for this many hours is flagged "
+        "by the per-farm freshness check",
+    )
+    analytics_cron: str = Field(
+        "0 6 * * *",
+        description="cron of analytics_daily_schedule (monthly describe and farm reports), in "
+        "FEEDLOT_ANALYTICS_TIMEZONE",
+    )
+    analytics_timezone: str = Field(
+        "America/Sao_Paulo",
+        description="time zone of the analytics schedules (the farms' time zone)",
+    )
+    reconciliation_cron: str = Field(
+        "0 * * * *",
+        description="cron of analytics_reconciliation_schedule, in FEEDLOT_ANALYTICS_TIMEZONE",
+    )
+    reconciliation_days: int = Field(
+        3, ge=1, description="days (back from today, UTC) the reconciliation job checks per farm"
+    )
+    report_trend_days: int = Field(
+        30, ge=1, description="days of the trend chart in the farm report"
+    )
+    analytics_workers: int = Field(
+        4,
+        ge=1,
+        description="threads writing analytics objects (CSV, Parquet, HTML) to S3 at once",
+    )
+
+    @field_validator("analytics_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("analytics_cron", "reconciliation_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError("a cron expression has 5 fields")
+        return value
+
+
 class LocalSettings(_FromEnv):
     """The local stack of ``feedlot local up`` (emulators, ports, state)."""
 
@@ -379,6 +462,7 @@ ALL: tuple[type[_FromEnv], ...] = (
     WorkerSettings,
     BackupSettings,
     PublicApiSettings,
+    AnalyticsSettings,
     LocalSettings,
 )
 
