@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from feedlot_pipeline.analytics.definitions import analytics_definitions
 from feedlot_pipeline.api_source.assets import api_snapshot
 from feedlot_pipeline.api_source.resources import build_public_api_resource
 from feedlot_pipeline.api_source.schedules import api_snapshot_job, api_snapshot_schedule
@@ -48,7 +49,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
     }
 
 
-defs = dg.Definitions(
+platform_defs = dg.Definitions(
     assets=[raw_consumption, historico_consumo, api_snapshot, ebs_snapshots, worker_bulk_import],
     asset_checks=historico_checks,
     jobs=[ingest_consumption_job, api_snapshot_job, ebs_backup_job, worker_bulk_import_job],
@@ -59,3 +60,4 @@ defs = dg.Definitions(
     schedules=[api_snapshot_schedule, build_ebs_backup_schedule()],
     resources=build_resources(),
 )
+defs = dg.Definitions.merge(platform_defs, analytics_definitions())

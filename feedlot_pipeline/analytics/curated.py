@@ -140,7 +140,7 @@ DESCRIBE_COLUMNS = (
 )
 
 
-# --- reading a partition from the warehouse ------------------------------------------------------
+# --- reading a partition from the warehouse ---
 
 
 def _where(table: CuratedTable, dialect: str, fazenda: str, dia: date) -> tuple[str, dict]:

@@ -524,3 +524,19 @@ def stored_parquet_rows(
 def warehouse_rows(warehouse: Warehouse, table: CuratedTable, fazenda: str, dia: date) -> int:
     c = partition_counts(warehouse, fazenda, dia)
     return c.rows if table is HISTORICO else c.lots
+
+
+def stored_row_count_outcome(
+    warehouse: Warehouse, targets: AnalyticsTargets, table: CuratedTable, fazenda: str, dia: date
+) -> CheckOutcome:
+    """The row-count check as the UI path runs it: the file in the bucket vs the warehouse."""
+    stored = stored_parquet_rows(targets, table, fazenda, dia)
+    rows = warehouse_rows(warehouse, table, fazenda, dia)
+    if stored is None:
+        return replace(
+            row_count_outcome(table, -1, rows),
+            passed=False,
+            metadata={"parquet_rows": None, "warehouse_rows": rows},
+            description=f"no Parquet file at {table.key(targets.curated_prefix, fazenda, dia)}",
+        )
+    return row_count_outcome(table, stored, rows)
