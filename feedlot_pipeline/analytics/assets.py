@@ -489,7 +489,9 @@ def reconciliation_recent_check(
     today = datetime.now(timezone.utc).date()
     days = recent_days(today, settings.reconciliation_days)
     with warehouse.open() as wh:
-        report = run_reconciliation(wh, _farms(context, wh), days, run_id=context.run_id)
+        report = run_reconciliation(
+            wh, _farms(context, wh), days, run_id=context.op_execution_context.run_id
+        )
     for m in report.mismatches:
         context.log.warning(f"reconciliation mismatch: {m.reason}")
     return dg.AssetCheckResult(
