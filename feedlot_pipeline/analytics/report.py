@@ -56,6 +56,7 @@ class ReportData:
     rejected: int
     threshold_pct: float
     monthly: bool = False
+    trend_days: int = 30
     generated_at: str = field(
         default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     )
@@ -164,6 +165,7 @@ def daily_report_data(
         trend=trend,
         rejected=rejected,
         threshold_pct=threshold_pct,
+        trend_days=trend_days,
     )
 
 
@@ -273,7 +275,7 @@ def bar_chart(lots: list[Lot], width: int = 1080, height: int = 320) -> str:
             f'<text x="{cx:.1f}" y="{top + plot_h + 12}" font-size="10" text-anchor="end" '
             f'transform="rotate(-45 {cx:.1f} {top + plot_h + 12})">{label}</text>'
         )
-    parts += _legend(width - right - 170, 8, [("consumo real", REAL_COLOR), ("meta", META_COLOR)])
+    parts += _legend(width - right - 210, 8, [("consumo real", REAL_COLOR), ("meta", META_COLOR)])
     parts.append("</svg>")
     return "".join(parts)
 
@@ -321,7 +323,7 @@ def line_chart(points: list[TrendPoint], width: int = 1080, height: int = 280) -
                 f'<text x="{x:.1f}" y="{top + plot_h + 16}" font-size="10" '
                 f'text-anchor="middle">{p.dia:%m-%d}</text>'
             )
-    parts += _legend(width - right - 170, 8, [("consumo real", REAL_COLOR), ("meta", META_COLOR)])
+    parts += _legend(width - right - 210, 8, [("consumo real", REAL_COLOR), ("meta", META_COLOR)])
     parts.append("</svg>")
     return "".join(parts)
 
@@ -343,8 +345,8 @@ def _legend(x: float, y: float, items: list[tuple[str, str]]) -> list[str]:
     out = []
     for i, (label, color) in enumerate(items):
         out.append(
-            f'<rect x="{x + i * 90}" y="{y}" width="10" height="10" fill="{color}"/>'
-            f'<text x="{x + i * 90 + 14}" y="{y + 9}" font-size="11">{label}</text>'
+            f'<rect x="{x + i * 110}" y="{y}" width="10" height="10" fill="{color}"/>'
+            f'<text x="{x + i * 110 + 14}" y="{y + 9}" font-size="11">{label}</text>'
         )
     return out
 
@@ -397,7 +399,7 @@ def render_html(data: ReportData) -> str:
     trend_title = (
         "Tendência do mês"
         if data.monthly
-        else f"Tendência: {len(data.trend)} dia(s) com dados nos últimos dias"
+        else f"Tendência dos últimos {data.trend_days} dias ({len(data.trend)} com dados)"
     )
     return f"""<!DOCTYPE html>
 <html lang="pt-BR"><head><meta charset="utf-8">

@@ -23,6 +23,9 @@ COMMANDS: dict[str, str] = {
     "dlq": "feedlot_pipeline.tools.dlq:dlq",
     "replay": "feedlot_pipeline.tools.replay:replay",
     "worker": "feedlot_pipeline.tools.worker:worker",
+    "query": "feedlot_pipeline.tools.analytics:query",
+    "report": "feedlot_pipeline.tools.analytics:report",
+    "bench-analytics": "feedlot_pipeline.tools.bench.analytics:bench_analytics",
 }
 
 HELP: dict[str, str] = {
@@ -37,6 +40,9 @@ HELP: dict[str, str] = {
     "dlq": "Inspect (list, show) and redrive dead letters of the sensor queue.",
     "replay": "Re-run farm × day partitions from the raw zone (idempotent: writes nothing twice).",
     "worker": "EC2 worker jobs (run bulk_import …) and their benchmark.",
+    "query": "SQL over the curated Parquet lake (DuckDB on pyarrow datasets in S3).",
+    "report": "Write the farm report (HTML) of a farm and day or month; print its path.",
+    "bench-analytics": "Benchmark summary + describe + Parquet against the naive pandas path.",
 }
 
 
