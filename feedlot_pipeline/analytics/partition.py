@@ -262,7 +262,7 @@ def _write_partition(
     w.correlation_ids = ids[:MAX_CORRELATION_IDS]
     w.correlation_ids_truncated = len(ids) > MAX_CORRELATION_IDS
 
-    stats = describe.describe(numeric.frame())
+    stats = numeric.describe()
     w.describe_records = describe.summary_records(stats)
     w.headline = describe.headline(stats)
     key = targets.describe_key(w.fazenda, w.dia)
@@ -450,7 +450,7 @@ def write_describe(
     with _connect(warehouse) as conn, conn.begin():
         for batch in iter_partition_batches(conn, HISTORICO, fazenda, dia, columns):
             numeric.add(batch)
-    stats = describe.describe(numeric.frame())
+    stats = numeric.describe()
     key = targets.describe_key(fazenda, dia)
     uri = put_object(targets, key, describe.to_csv(stats), "text/csv")
     return DescribeResult(
@@ -472,7 +472,7 @@ def write_monthly_describe(
             dia = month.replace(day=day)
             for batch in iter_partition_batches(conn, HISTORICO, fazenda, dia, columns):
                 numeric.add(batch)
-    stats = describe.describe(numeric.frame())
+    stats = numeric.describe()
     key = targets.monthly_describe_key(fazenda, month)
     uri = put_object(targets, key, describe.to_csv(stats), "text/csv")
     return DescribeResult(
