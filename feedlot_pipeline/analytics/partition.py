@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
@@ -115,6 +116,13 @@ class _Written:
     headline: dict[str, Any] = field(default_factory=dict)
     correlation_ids: list[str] = field(default_factory=list)
     correlation_ids_truncated: bool = False
+    # What the rows read back from the warehouse say (the batch path's check inputs).
+    rows: int = 0
+    pair_chunks: list[Any] = field(default_factory=list)  # (id_lote, id_curral) tables
+    lots_expected: int = 0
+    total_kg_historico: float = 0.0
+    lots: int = 0
+    total_kg: float = 0.0
 
 
 # --- the batch entry ---
@@ -196,7 +204,7 @@ def _refresh_chunk(
     threshold = settings.anomaly_threshold_pct
     with _connect(warehouse) as conn, conn.begin():
         summary.rebuild(conn, chunk)
-        counts = summary.counts(conn, chunk)
+        rejected = summary.rejected_counts(conn, chunk)
         anomaly_counts = summary.count_anomalies(conn, chunk, threshold)
         listed = {
             p: summary.anomalies(conn, p[0], p[1], threshold, ANOMALIES_LISTED)
@@ -218,7 +226,14 @@ def _refresh_chunk(
     out = []
     for w in written:
         key = (w.fazenda, w.dia)
-        c = counts[key]
+        c = PartitionCounts(
+            rows=w.rows,
+            lots_expected=w.lots_expected,
+            lots=w.lots,
+            total_kg_historico=w.total_kg_historico,
+            total_kg=w.total_kg,
+            rejected=rejected.get(key, 0),
+        )
         result = _result(w, c, anomaly_counts[key], listed.get(key, []), threshold, targets)
         notice = PartitionLoadedNotice(
             fazenda=w.fazenda,
@@ -254,10 +269,13 @@ def _write_partition(
     for batch in iter_partition_batches(conn, HISTORICO, w.fazenda, w.dia):
         buffer.write(batch)
         numeric.add(batch)
+        _count_historico(w, batch)
         if len(correlation) <= MAX_CORRELATION_IDS:
             ids = pc.unique(batch.column("correlation_id")).drop_null().to_pylist()
             correlation.update(ids)
     futures.append(_submit_parquet(pool, targets, HISTORICO, w, buffer))
+    w.lots_expected = _distinct_pairs(w)
+    w.pair_chunks.clear()
     ids = sorted(correlation)
     w.correlation_ids = ids[:MAX_CORRELATION_IDS]
     w.correlation_ids_truncated = len(ids) > MAX_CORRELATION_IDS
@@ -272,8 +290,32 @@ def _write_partition(
     buffer = ParquetBuffer(DIARIO.schema)
     for batch in iter_partition_batches(conn, DIARIO, w.fazenda, w.dia):
         buffer.write(batch)
+        w.lots += batch.num_rows
+        w.total_kg += _sum(batch.column("consumo_total_kg"))
     futures.append(_submit_parquet(pool, targets, DIARIO, w, buffer))
     return futures
+
+
+def _sum(column: Any) -> float:
+    value = pc.sum(column).as_py()
+    return float(value or 0.0)
+
+
+def _count_historico(w: _Written, batch: Any) -> None:
+    """Rows, distinct lots × pens and kg of historico_consumo, counted on the rows read back
+    (an aggregation independent of the SQL that built consumo_diario)."""
+    w.rows += batch.num_rows
+    if not batch.num_rows:
+        return
+    animals = pc.cast(batch.column("quantidade_animais"), "float64")
+    w.total_kg_historico += _sum(pc.multiply(batch.column("consumo_real"), animals))
+    w.pair_chunks.append(pa.table([batch.column("id_lote"), batch.column("id_curral")], ["l", "c"]))
+
+
+def _distinct_pairs(w: _Written) -> int:
+    if not w.pair_chunks:
+        return 0
+    return pa.concat_tables(w.pair_chunks).group_by(["l", "c"]).aggregate([]).num_rows
 
 
 def _submit_parquet(

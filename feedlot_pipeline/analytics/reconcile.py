@@ -158,21 +158,12 @@ def farm_freshness(
 ) -> list[FarmFreshness]:
     """When each farm last sent data that reached consumo_diario; overdue after the limit."""
     c = consumo_diario.c
-    since = (now - timedelta(days=40)).date()
+    latest: dict[str, datetime | None] = {}
     with warehouse.engine.connect() as conn:
-        latest = {
-            f: ts
-            for f, ts in conn.execute(
-                sa.select(c.fazenda, sa.func.max(c.ultimo_processamento))
-                .where(c.dia >= since)
-                .group_by(c.fazenda)
-            )
-        }
-        for fazenda in farms:
-            if fazenda not in latest:
-                latest[fazenda] = conn.execute(
-                    sa.select(sa.func.max(c.ultimo_processamento)).where(c.fazenda == fazenda)
-                ).scalar()
+        for fazenda in farms:  # per farm: ranges of the primary key (fazenda, dia, …)
+            newest = sa.select(sa.func.max(c.ultimo_processamento)).where(c.fazenda == fazenda)
+            recent = newest.where(c.dia >= (now - timedelta(days=40)).date())
+            latest[fazenda] = conn.execute(recent).scalar() or conn.execute(newest).scalar()
     out = []
     for fazenda in farms:
         ts = latest.get(fazenda)

@@ -90,6 +90,9 @@ def _dialect(conn: sa.Connection) -> str:
 def stage_partitions(conn: sa.Connection, partitions: Sequence[Partition]) -> None:
     """Put ``partitions`` in this session's staging table (emptied first)."""
     dialect = _dialect(conn)
+    if dialect == "postgresql":
+        # These statements are short: compiling them (JIT) costs more than it saves.
+        conn.execute(sa.text("SET LOCAL jit = off"))
     conn.execute(sa.text(_PG_STAGE_DDL if dialect == "postgresql" else _MY_STAGE_DDL))
     conn.execute(sa.text(f"DELETE FROM {_STAGE}"))
     rows = []
@@ -152,11 +155,25 @@ SELECT p.fazenda, p.dia, h.id_lote, h.id_curral,
        MAX(h.dia_confinamento),
        MAX(h.regra_consumo_meta),
        MAX(h.row_ts)
-FROM {_STAGE} AS p
-JOIN historico_consumo AS h
-  ON h.fazenda = p.fazenda AND h.data >= p.d0 AND h.data < p.d1
+FROM {_partition_rows(dialect)}
 GROUP BY p.fazenda, p.dia, h.id_lote, h.id_curral
 """
+
+
+def _partition_rows(dialect: str) -> str:
+    """The staged partitions joined to their historico_consumo rows through the (fazenda, data)
+    index, one range scan per partition. On PostgreSQL LATERAL fixes that plan: the staging table
+    has no statistics, and a hash join on fazenda alone compares every row of a farm with every
+    staged day of it (30 days of one farm: 30 comparisons per row)."""
+    if dialect == "postgresql":
+        return (
+            f"{_STAGE} AS p CROSS JOIN LATERAL (SELECT * FROM historico_consumo AS x "
+            "WHERE x.fazenda = p.fazenda AND x.data >= p.d0 AND x.data < p.d1 OFFSET 0) AS h"
+        )
+    return (
+        f"{_STAGE} AS p JOIN historico_consumo AS h "
+        "ON h.fazenda = p.fazenda AND h.data >= p.d0 AND h.data < p.d1"
+    )
 
 
 def counts(
@@ -179,9 +196,7 @@ def counts(
         sa.text(
             f"SELECT p.fazenda, p.dia, COUNT(*), {pairs}, "
             "SUM(h.consumo_real * h.quantidade_animais) "
-            f"FROM {_STAGE} AS p JOIN historico_consumo AS h "
-            "ON h.fazenda = p.fazenda AND h.data >= p.d0 AND h.data < p.d1 "
-            "GROUP BY p.fazenda, p.dia"
+            f"FROM {_partition_rows(dialect)} GROUP BY p.fazenda, p.dia"
         )
     ):
         found[(fazenda, _date(dia))].update(
@@ -204,6 +219,22 @@ def counts(
     ):
         found[(fazenda, _date(dia))].update(rejected=int(rejected))
     return {p: PartitionCounts(**v) for p, v in found.items()}
+
+
+def rejected_counts(conn: sa.Connection, partitions: Sequence[Partition]) -> dict[Partition, int]:
+    """Rejected records of each partition (historico_consumo_rejeitados, by its (fazenda, dia)
+    index)."""
+    stage_partitions(conn, partitions)
+    return {
+        (fazenda, _date(dia)): int(n)
+        for fazenda, dia, n in conn.execute(
+            sa.text(
+                "SELECT r.fazenda, r.dia, COUNT(*) "
+                f"FROM {_STAGE} AS p JOIN historico_consumo_rejeitados AS r "
+                "ON r.fazenda = p.fazenda AND r.dia = p.dia GROUP BY r.fazenda, r.dia"
+            )
+        )
+    }
 
 
 def anomalies(

@@ -257,5 +257,55 @@ def demo(files: tuple[Path, ...], timeout: float, state_dir: Path) -> None:
     )
     click.echo(f"\n{len(progress.runs)} partition run(s), {len(failed)} not successful")
     report(partitions, rows_before)
+    analytics_report(partitions, Path(state_dir))
     if failed:
         raise click.ClickException(f"runs not successful: {', '.join(failed)}")
+
+
+def analytics_report(partitions: list[tuple[str, str]], state_dir: Path) -> None:
+    """The analytics layer's end of the demo: summary per farm and day, and the report paths.
+
+    Refreshes the partitions' analytics first (idempotent) until the batch run does it in the
+    same run as the load; then prints consumo_diario per farm and day and writes each farm's
+    report of its last day locally (and to the processed bucket).
+    """
+    from datetime import date
+
+    from feedlot_pipeline.analytics.partition import refresh_partitions
+    from feedlot_pipeline.analytics.report import build_report, publish_report, render_html
+    from feedlot_pipeline.analytics.targets import AnalyticsTargets
+    from feedlot_pipeline.warehouse.store import Warehouse
+
+    parts = sorted({(f, date.fromisoformat(d)) for f, d in partitions if f != "_unrouted"})
+    if not parts:
+        return
+    targets = AnalyticsTargets.from_settings()
+    wh = Warehouse.from_env()
+    try:
+        results = refresh_partitions(wh, targets, parts)
+        click.echo("\nDaily summary per farm and day (consumo_diario)")
+        click.echo(
+            f"  {'fazenda':<14}{'dia':<12}{'lots':>5}{'animals':>9}{'kg fed':>11}"
+            f"{'real/cab':>10}{'meta/cab':>10}{'desvio %':>10}{'anomalies':>11}"
+        )
+        last: dict[str, date] = {}
+        for r in results:
+            data = build_report(wh, r.fazenda, r.dia)
+            desvio = "" if data.desvio_pct is None else f"{data.desvio_pct:.2f}"
+            click.echo(
+                f"  {r.fazenda:<14}{r.dia.isoformat():<12}{len(data.lots):>5}{data.animais:>9,}"
+                f"{data.total_kg:>11,.1f}{data.real:>10.3f}{data.meta:>10.3f}{desvio:>10}"
+                f"{len(data.anomalies):>11}"
+            )
+            last[r.fazenda] = max(r.dia, last.get(r.fazenda, r.dia))
+        click.echo("\nFarm reports")
+        for fazenda, dia in sorted(last.items()):
+            data = build_report(wh, fazenda, dia)
+            folder = state_dir / "reports" / fazenda
+            folder.mkdir(parents=True, exist_ok=True)
+            path = (folder / f"relatorio_{dia.isoformat()}.html").resolve()
+            path.write_text(render_html(data), encoding="utf-8")
+            uri, _ = publish_report(targets, data, dia)
+            click.echo(f"  {fazenda} {dia}: {path}  ({uri})")
+    finally:
+        wh.dispose()

@@ -113,7 +113,6 @@ consumo_diario = sa.Table(
     sa.Column("dia_confinamento", sa.Integer(), nullable=False),
     sa.Column("regra_consumo_meta", sa.String(64), nullable=False),
     sa.Column("ultimo_processamento", UTC_TIMESTAMP, nullable=False),
-    sa.Index("ix_consumo_diario_dia", "dia"),
     **_MYSQL,
 )
 

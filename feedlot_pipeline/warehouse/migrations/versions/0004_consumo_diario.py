@@ -6,8 +6,8 @@ Create Date: 2026-12-05
 
 Rebuilt per farm × day partition by the analytics layer from historico_consumo (one transaction
 per partition: the same rows on every rerun). The primary key (fazenda, dia, id_lote, id_curral)
-serves the partition's delete and the per-farm reads; ``ix_consumo_diario_dia`` serves the
-reconciliation and freshness queries across farms.
+serves every query of the analytics (partition delete and reads, per-farm reconciliation and
+freshness, the report's trend); no other index, so a rebuild pays for one index only.
 """
 
 from __future__ import annotations
@@ -45,9 +45,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("fazenda", "dia", "id_lote", "id_curral", name="pk_consumo_diario"),
         **MYSQL,
     )
-    op.create_index("ix_consumo_diario_dia", "consumo_diario", ["dia"])
 
 
 def downgrade() -> None:
-    op.drop_index("ix_consumo_diario_dia", table_name="consumo_diario")
     op.drop_table("consumo_diario")
