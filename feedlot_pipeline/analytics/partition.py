@@ -167,20 +167,37 @@ def refresh_partitions(
     if not unique:
         return []
     catalog.ensure_catalog(targets)
+    workers = settings.analytics_db_workers
+    # Chunks small enough that every database worker gets some, at most ``chunk_partitions``.
+    size = max(1, min(chunk_partitions, -(-len(unique) // (2 * workers))))
+    chunks = [unique[i : i + size] for i in range(0, len(unique), size)]
     results: list[PartitionAnalytics] = []
-    with ThreadPoolExecutor(
-        max_workers=settings.analytics_workers, thread_name_prefix="feedlot-analytics-put"
-    ) as pool:
-        for start in range(0, len(unique), chunk_partitions):
-            chunk = unique[start : start + chunk_partitions]
-            done = _refresh_chunk(warehouse, targets, chunk, settings, pool, run_id)
-            if notify:
-                ids = publish_notices(targets, [n for _, n in done])
-                done = [(replace(r, notice_id=i), n) for (r, n), i in zip(done, ids, strict=True)]
-            for result, _ in done:
-                results.append(result)
-                if on_partition is not None:
-                    on_partition(result)
+    with (
+        ThreadPoolExecutor(settings.analytics_workers, "feedlot-analytics-put") as uploads,
+        ThreadPoolExecutor(workers, "feedlot-analytics-db") as db,
+    ):
+        # Each chunk in its own transaction on its own connection; while one waits on the
+        # server (rebuild, COPY), another formats Parquet. Results are taken in order.
+        futures = [
+            db.submit(_refresh_chunk, warehouse, targets, chunk, settings, uploads, run_id)
+            for chunk in chunks
+        ]
+        try:
+            for future in futures:
+                done = future.result()
+                if notify:
+                    ids = publish_notices(targets, [n for _, n in done])
+                    done = [
+                        (replace(r, notice_id=i), n) for (r, n), i in zip(done, ids, strict=True)
+                    ]
+                for result, _ in done:
+                    results.append(result)
+                    if on_partition is not None:
+                        on_partition(result)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
     return results
 
 

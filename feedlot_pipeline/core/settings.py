@@ -385,6 +385,12 @@ class AnalyticsSettings(_FromEnv):
         ge=1,
         description="threads writing analytics objects (CSV, Parquet, HTML) to S3 at once",
     )
+    analytics_db_workers: int = Field(
+        2,
+        ge=1,
+        description="warehouse connections refreshing chunks of partitions at once (each chunk "
+        "in its own transaction)",
+    )
 
     @field_validator("analytics_timezone")
     @classmethod
