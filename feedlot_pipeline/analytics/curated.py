@@ -195,6 +195,18 @@ def iter_partition_batches(
         yield from _mysql_batches(conn, sql, params, schema)
 
 
+def iter_built_diario_batches(
+    conn: sa.Connection, fazenda: str, dia: date
+) -> Iterator[pa.RecordBatch]:
+    """PostgreSQL: build the partition's consumo_diario rows (the caller deleted the old ones)
+    and read them back as they are inserted (``COPY (INSERT … RETURNING …)``)."""
+    from feedlot_pipeline.analytics.summary import insert_returning_sql
+
+    d0, d1 = day_window(dia)
+    sql = insert_returning_sql(_select_list(DIARIO.schema, "postgresql"))
+    yield from _pg_batches(conn, sql, {"f": fazenda, "d": dia, "d0": d0, "d1": d1}, DIARIO.schema)
+
+
 def read_partition(
     conn: sa.Connection,
     table: CuratedTable,
@@ -216,9 +228,9 @@ def _pg_batches(
     statement = _pyformat(sql)
     raw_types = {f.name: (pa.int64() if pa.types.is_timestamp(f.type) else f.type) for f in schema}
     cursor = conn.connection.driver_connection.cursor()
-    with tempfile.SpooledTemporaryFile(max_size=16 << 20) as spool:
+    with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
         try:
-            with cursor.copy(f"COPY ({statement}) TO STDOUT (FORMAT csv)", params) as copy:
+            with cursor.copy(f"COPY ({statement.strip()}) TO STDOUT (FORMAT csv)", params) as copy:
                 for chunk in copy:
                     spool.write(chunk)
         finally:

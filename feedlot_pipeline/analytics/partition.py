@@ -40,6 +40,7 @@ from feedlot_pipeline.analytics.curated import (
     HISTORICO,
     CuratedTable,
     ParquetBuffer,
+    iter_built_diario_batches,
     iter_partition_batches,
     parquet_rows,
 )
@@ -220,7 +221,20 @@ def _refresh_chunk(
 ) -> list[tuple[PartitionAnalytics, PartitionLoadedNotice]]:
     threshold = settings.anomaly_threshold_pct
     with _connect(warehouse) as conn, conn.begin():
-        summary.rebuild(conn, chunk)
+        # PostgreSQL builds each partition's rows while streaming them back (COPY (INSERT …
+        # RETURNING)); MySQL builds the chunk with one INSERT … SELECT and reads them back.
+        built_while_read = warehouse.dialect == "postgresql"
+        if built_while_read:
+            summary.delete(conn, chunk)
+        else:
+            summary.rebuild(conn, chunk)
+        pending: list[Future] = []
+        written: list[_Written] = []
+        for fazenda, dia in chunk:
+            w = _Written(fazenda, dia)
+            written.append(w)
+            pending.extend(_write_partition(conn, targets, w, pool, built_while_read))
+            _drain(pending, keep=2 * settings.analytics_workers)
         rejected = summary.rejected_counts(conn, chunk)
         anomaly_counts = summary.count_anomalies(conn, chunk, threshold)
         listed = {
@@ -228,13 +242,6 @@ def _refresh_chunk(
             for p, n in anomaly_counts.items()
             if n
         }
-        pending: list[Future] = []
-        written: list[_Written] = []
-        for fazenda, dia in chunk:
-            w = _Written(fazenda, dia)
-            written.append(w)
-            pending.extend(_write_partition(conn, targets, w, pool))
-            _drain(pending, keep=4 * settings.analytics_workers)
         _drain(pending, keep=0)
         for table in (HISTORICO, DIARIO):
             catalog.register_partitions(targets, table, chunk)
@@ -276,7 +283,11 @@ def _drain(pending: list[Future], keep: int) -> None:
 
 
 def _write_partition(
-    conn: sa.Connection, targets: AnalyticsTargets, w: _Written, pool: ThreadPoolExecutor
+    conn: sa.Connection,
+    targets: AnalyticsTargets,
+    w: _Written,
+    pool: ThreadPoolExecutor,
+    build_diario: bool = False,
 ) -> list[Future]:
     """Read the partition (both tables), build its files, submit their uploads."""
     futures = []
@@ -305,7 +316,12 @@ def _write_partition(
     futures.append(pool.submit(put_object, targets, key, describe.to_csv(stats), "text/csv"))
 
     buffer = ParquetBuffer(DIARIO.schema)
-    for batch in iter_partition_batches(conn, DIARIO, w.fazenda, w.dia):
+    batches = (
+        iter_built_diario_batches(conn, w.fazenda, w.dia)
+        if build_diario
+        else iter_partition_batches(conn, DIARIO, w.fazenda, w.dia)
+    )
+    for batch in batches:
         buffer.write(batch)
         w.lots += batch.num_rows
         w.total_kg += _sum(batch.column("consumo_total_kg"))

@@ -106,14 +106,10 @@ def stage_partitions(conn: sa.Connection, partitions: Sequence[Partition]) -> No
         )
 
 
-def rebuild(conn: sa.Connection, partitions: Sequence[Partition]) -> int:
-    """Replace the consumo_diario rows of ``partitions`` by a fresh aggregation; rows written.
-
-    Runs in the caller's transaction. Leaves the partitions staged for ``counts``.
-    """
+def delete(conn: sa.Connection, partitions: Sequence[Partition]) -> None:
+    """Delete the consumo_diario rows of ``partitions`` (staged first); caller's transaction."""
     stage_partitions(conn, partitions)
-    dialect = _dialect(conn)
-    if dialect == "postgresql":
+    if _dialect(conn) == "postgresql":
         conn.execute(
             sa.text(
                 f"DELETE FROM consumo_diario AS c USING {_STAGE} AS p "
@@ -127,18 +123,23 @@ def rebuild(conn: sa.Connection, partitions: Sequence[Partition]) -> int:
                 "ON c.fazenda = p.fazenda AND c.dia = p.dia"
             )
         )
-    return conn.execute(sa.text(_insert_sql(dialect))).rowcount
 
 
-def _insert_sql(dialect: str) -> str:
+def rebuild(conn: sa.Connection, partitions: Sequence[Partition]) -> int:
+    """Replace the consumo_diario rows of ``partitions`` by a fresh aggregation; rows written.
+
+    Runs in the caller's transaction. Leaves the partitions staged.
+    """
+    delete(conn, partitions)
+    return conn.execute(sa.text(_insert_sql(_dialect(conn)))).rowcount
+
+
+def _aggregates() -> str:
     n = "h.quantidade_animais"
     real = f"SUM(h.consumo_real * {n})"
     meta = f"SUM(h.consumo_meta * {n})"
     animals = f"SUM({n})"
-    return f"""
-INSERT INTO consumo_diario ({", ".join(SUMMARY_COLUMNS)})
-SELECT p.fazenda, p.dia, h.id_lote, h.id_curral,
-       COUNT(*),
+    return f"""COUNT(*),
        {animals},
        {real} / NULLIF({animals}, 0),
        {meta} / NULLIF({animals}, 0),
@@ -147,9 +148,32 @@ SELECT p.fazenda, p.dia, h.id_lote, h.id_curral,
        SUM(h.peso_medio * {n}) / NULLIF({animals}, 0),
        MAX(h.dia_confinamento),
        MAX(h.regra_consumo_meta),
-       MAX(h.row_ts)
+       MAX(h.row_ts)"""
+
+
+def _insert_sql(dialect: str) -> str:
+    return f"""
+INSERT INTO consumo_diario ({", ".join(SUMMARY_COLUMNS)})
+SELECT p.fazenda, p.dia, h.id_lote, h.id_curral,
+       {_aggregates()}
 FROM {_partition_rows(dialect)}
 GROUP BY p.fazenda, p.dia, h.id_lote, h.id_curral
+"""
+
+
+def insert_returning_sql(returning: str) -> str:
+    """PostgreSQL: build one partition's rows and stream them back in the same statement, as
+    ``COPY (INSERT … RETURNING …) TO STDOUT`` — no second pass over consumo_diario to read what
+    was written. Parameters :f, :d, :d0, :d1; ``returning`` is the column list to send."""
+    return f"""
+INSERT INTO consumo_diario ({", ".join(SUMMARY_COLUMNS)})
+SELECT CAST(:f AS varchar), CAST(:d AS date), h.id_lote, h.id_curral,
+       {_aggregates()}
+FROM historico_consumo AS h
+WHERE h.fazenda = :f AND h.data >= :d0 AND h.data < :d1
+GROUP BY h.id_lote, h.id_curral
+ORDER BY h.id_lote COLLATE "C", h.id_curral COLLATE "C"
+RETURNING {returning}
 """
 
 
