@@ -275,6 +275,12 @@ def _private_aws(stack: ExitStack, work: Path) -> dict[str, str]:
 )
 @click.option("--small-rows", default=20, show_default=True, help="Rows per small partition.")
 @click.option("--skip-naive", is_flag=True, help="Run only the analytics path.")
+@click.option(
+    "--naive-writes-summary",
+    is_flag=True,
+    help="Also time the naive path writing its summary to the warehouse (DataFrame.to_sql), "
+    "the output (b) leaves out and (a) includes.",
+)
 def bench_analytics(
     records: int,
     days: int,
@@ -282,6 +288,7 @@ def bench_analytics(
     small_partitions: int,
     small_rows: int,
     skip_naive: bool,
+    naive_writes_summary: bool,
 ) -> None:
     """Benchmark the analytics of a farm-month against the naive pandas path."""
     from feedlot_pipeline.core.aws import client
