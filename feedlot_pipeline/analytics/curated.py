@@ -228,7 +228,7 @@ def _pg_batches(
     statement = _pyformat(sql)
     raw_types = {f.name: (pa.int64() if pa.types.is_timestamp(f.type) else f.type) for f in schema}
     cursor = conn.connection.driver_connection.cursor()
-    with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
+    with tempfile.SpooledTemporaryFile(max_size=2 << 20) as spool:
         try:
             with cursor.copy(f"COPY ({statement.strip()}) TO STDOUT (FORMAT csv)", params) as copy:
                 for chunk in copy:
@@ -240,7 +240,7 @@ def _pg_batches(
         spool.seek(0)
         reader = pacsv.open_csv(
             spool,
-            read_options=pacsv.ReadOptions(column_names=schema.names, block_size=8 << 20),
+            read_options=pacsv.ReadOptions(column_names=schema.names, block_size=2 << 20),
             convert_options=pacsv.ConvertOptions(
                 column_types=raw_types,
                 strings_can_be_null=True,
