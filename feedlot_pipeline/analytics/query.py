@@ -85,6 +85,7 @@ def run_query(sql: str, targets: AnalyticsTargets | None = None) -> pa.Table:
     """The result of ``sql`` over the curated zone, as an Arrow table."""
     con = connect(targets)
     try:
-        return con.execute(sql).to_arrow_table()
+        relation = con.sql(sql)
+        return pa.table({}) if relation is None else relation.to_arrow_table()
     finally:
         con.close()

@@ -231,7 +231,7 @@ def _nice_max(value: float) -> float:
     if value <= 0:
         return 1.0
     magnitude = 10 ** (len(str(int(value))) - 1)
-    for step in (1, 2, 2.5, 5, 10):
+    for step in (1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
         if value <= step * magnitude:
             return step * magnitude
     return 10 * magnitude
@@ -269,7 +269,7 @@ def bar_chart(lots: list[Lot], width: int = 1080, height: int = 320) -> str:
                 f"<title>lote {html.escape(lot.id_lote)} / curral {html.escape(lot.id_curral)}: "
                 f"{name} {value:.3f} kg</title></rect>"
             )
-        label = html.escape(f"{lot.id_lote}/{lot.id_curral[-4:]}")
+        label = html.escape(f"{_short(lot.id_lote)}/{_short(lot.id_curral)}")
         cx = left + i * group + group / 2
         parts.append(
             f'<text x="{cx:.1f}" y="{top + plot_h + 12}" font-size="10" text-anchor="end" '
@@ -278,6 +278,11 @@ def bar_chart(lots: list[Lot], width: int = 1080, height: int = 320) -> str:
     parts += _legend(width - right - 210, 8, [("consumo real", REAL_COLOR), ("meta", META_COLOR)])
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _short(code: str, keep: int = 5) -> str:
+    """The end of a long id (14-digit lots and pens): what tells them apart on a chart axis."""
+    return code if len(code) <= keep + 1 else f"…{code[-keep:]}"
 
 
 def line_chart(points: list[TrendPoint], width: int = 1080, height: int = 280) -> str:
@@ -336,7 +341,7 @@ def _y_axis(left: int, top: int, w: float, h: float, ymax: float, unit: str) -> 
         out.append(
             f'<line x1="{left}" x2="{left + w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
             f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="10" text-anchor="end">'
-            f"{value:g}</text>"
+            f"{round(value, 2):g}</text>"
         )
     return out
 

@@ -72,3 +72,16 @@ def test_bench_analytics_runs_both_paths(pg_server_url: str) -> None:
     assert "rows/s" in out and "peak RSS" in out and "partitions/s" in out
     assert "summary rows (a) 3,000; checks passed: True" in out
     assert "speedup (b)/(a)" in out
+
+
+def test_provisioning_is_idempotent(analytics_env) -> None:
+    from feedlot_pipeline.analytics.provisioning import provision_analytics
+    from feedlot_pipeline.core.aws import client
+
+    first = provision_analytics(analytics_env.targets)
+    second = provision_analytics(analytics_env.targets)
+    assert first == second
+    glue = client("glue")
+    tables = glue.get_tables(DatabaseName=first.glue_database)["TableList"]
+    assert sorted(t["Name"] for t in tables) == ["consumo_diario", "historico_consumo"]
+    assert client("sns").get_topic_attributes(TopicArn=first.processed_events_topic_arn)
