@@ -49,7 +49,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
     }
 
 
-platform_defs = dg.Definitions(
+defs = dg.Definitions(
     assets=[raw_consumption, historico_consumo, api_snapshot, ebs_snapshots, worker_bulk_import],
     asset_checks=historico_checks,
     jobs=[ingest_consumption_job, api_snapshot_job, ebs_backup_job, worker_bulk_import_job],
@@ -60,4 +60,5 @@ platform_defs = dg.Definitions(
     schedules=[api_snapshot_schedule, build_ebs_backup_schedule()],
     resources=build_resources(),
 )
-defs = dg.Definitions.merge(platform_defs, analytics_definitions())
+# The analytics layer (analytics/definitions.py), merged in: one Definitions at module scope.
+defs = dg.Definitions.merge(defs, analytics_definitions())

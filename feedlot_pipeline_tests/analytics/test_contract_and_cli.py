@@ -85,3 +85,29 @@ def test_provisioning_is_idempotent(analytics_env) -> None:
     tables = glue.get_tables(DatabaseName=first.glue_database)["TableList"]
     assert sorted(t["Name"] for t in tables) == ["consumo_diario", "historico_consumo"]
     assert client("sns").get_topic_attributes(TopicArn=first.processed_events_topic_arn)
+
+
+def test_code_location_loads_as_the_daemon_loads_it(tmp_path) -> None:
+    """`dagster-daemon run -m feedlot_pipeline.definitions` (feedlot demo) names no attribute:
+    the module must hold exactly one Definitions object, the merged one."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import dagster as dg
+
+    import feedlot_pipeline.definitions as module
+
+    found = [name for name, value in vars(module).items() if isinstance(value, dg.Definitions)]
+    assert found == ["defs"]
+    dagster = Path(sys.executable).with_name("dagster")
+    proc = subprocess.run(
+        [str(dagster), "definitions", "validate", "-m", "feedlot_pipeline.definitions"],
+        cwd=tmp_path,
+        env={**os.environ, "DAGSTER_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
