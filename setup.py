@@ -31,6 +31,8 @@ setup(
         "pymysql==1.2.4",
         "boto3==1.44.5",
         "pyarrow==26.0.1",
+        "pandas==3.1.1",
+        "duckdb==2.0.0",
         "aws-lambda-powertools==3.37.0",
         "orjson>=3.10",
         "pydantic-settings==2.16.3",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dagster as dg
 
 from feedlot_pipeline import CODE_LOCATION  # noqa: E402,F401 - named here for readers
+from feedlot_pipeline.analytics import definitions as analytics
 from feedlot_pipeline.api_source import definitions as api_source
 from feedlot_pipeline.api_source.resources import build_public_api_resource
 from feedlot_pipeline.backups import definitions as backups
@@ -49,5 +50,6 @@ defs = dg.Definitions.merge(
     api_source.definitions(),
     backups.definitions(),
     observability.definitions(),
+    analytics.definitions(),
     dg.Definitions(resources=build_resources()),
 )

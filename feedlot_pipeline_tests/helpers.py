@@ -654,3 +654,89 @@ def metric_names(namespace: str) -> set[tuple[str, tuple[tuple[str, str], ...]]]
             dims = tuple(sorted((d["Name"], d["Value"]) for d in metric.get("Dimensions", [])))
             out.add((metric["MetricName"], dims))
     return out
+
+
+# from analytics (the analytics layer's tests)
+@dataclass(frozen=True)
+class AnalyticsEnv:
+    settings: Settings
+    targets: Any  # analytics.targets.AnalyticsTargets
+    events_queue_url: str  # subscribed to the processed-events topic (raw delivery)
+    warehouse_url: str
+
+
+# from analytics
+def consumo_record(
+    client_code: str = "FazendaUm",
+    day: str = "2023-01-01",
+    lote: str = "1",
+    curral: str = "25994051003275",
+    real: float = 6.5,
+    animals: int = 51,
+    peso_medio: float = 360.0,
+) -> dict:
+    """A valid record whose consumo_meta will be peso_medio × 1.76 % (6.336 kg at 360 kg)."""
+    return {
+        **record(client_code, day, lote),
+        "id_curral": curral,
+        "consumo_real": real,
+        "quantidade_animais": str(animals),
+        "peso_medio": peso_medio,
+    }
+
+
+# from analytics
+def load_records(
+    env: AnalyticsEnv, records: list, event_id: str = "e1", correlation_id: str | None = None
+) -> list[tuple[str, date]]:
+    """Land ``records`` in the raw zone and load their partitions with the warehouse's loader;
+    the (fazenda, dia) partitions loaded, sorted."""
+    notices = land_records(
+        records,
+        source="sns",
+        event_id=event_id,
+        clients=CLIENTS,
+        settings=env.settings,
+        received_at=NOW,
+        correlation_id=correlation_id,
+    )
+    parts = sorted({(n.fazenda, date.fromisoformat(n.dia)) for n in notices})
+    lake = LakeResource(bucket=env.settings.lake_bucket)
+    rule = get_rule(env.settings.consumo_meta_rule)
+    from feedlot_pipeline.warehouse.loading import load_objects
+
+    with Warehouse(env.warehouse_url) as wh:
+        for fazenda, dia in parts:
+            load_objects(
+                wh,
+                lake,
+                [o.key for o in lake.partition_objects(fazenda, dia)],
+                clients=wh.clients(),
+                rule=rule,
+                partition=(fazenda, dia),
+            )
+    return parts
+
+
+# from analytics
+def read_notices(queue_url: str, expected: int, timeout: float = 5.0) -> list[dict]:
+    """Partition-loaded notices on the events queue (consumed), waiting for ``expected``."""
+    sqs = client("sqs")
+    found: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while len(found) < expected and time.monotonic() < deadline:
+        for msg in sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        ).get("Messages", []):
+            found.append(json.loads(msg["Body"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=msg["ReceiptHandle"])
+    return found
+
+
+# from analytics
+def s3_keys(bucket: str, prefix: str = "") -> list[str]:
+    s3 = client("s3")
+    keys: list[str] = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(o["Key"] for o in page.get("Contents", []))
+    return sorted(keys)

@@ -249,3 +249,27 @@ class AlertDocument(Contract):
     time: str  # ISO 8601, UTC: when the run failed or finished
     tags: dict[str, str] = Field(default_factory=dict)
     host: str = ""
+
+
+class PartitionLoadedNotice(Contract):
+    """Analytics → the processed-events topic: one farm × day partition was loaded and its
+    summaries, describe CSV and curated Parquet files are written (subscribe instead of polling).
+
+    ``rows``: rows of historico_consumo in the partition; ``lots``: rows of consumo_diario (lots ×
+    pens); ``rejected``: rows of historico_consumo_rejeitados; ``correlation_ids``: the ingests'
+    trace ids found on those rows (at most 100, sorted); ``outputs``: S3 URIs written.
+    """
+
+    type: Literal["partition_loaded"] = "partition_loaded"
+    version: Literal[1] = 1
+    fazenda: str
+    dia: str  # YYYY-MM-DD
+    rows: int = Field(ge=0)
+    lots: int = Field(ge=0)
+    rejected: int = Field(ge=0)
+    total_kg: float = Field(ge=0)
+    correlation_ids: list[str] = Field(default_factory=list)
+    correlation_ids_truncated: bool = False
+    outputs: dict[str, str] = Field(default_factory=dict)
+    refreshed_at: str  # ISO 8601, UTC
+    run_id: str | None = None

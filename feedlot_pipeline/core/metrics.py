@@ -205,15 +205,14 @@ SPECS: tuple[MetricSpec, ...] = (
     _m(
         "WorkerRecordsPerSecond", PER_SECOND, ("Job",), _WORKER, "records/s of a worker job", "rate"
     ),
-    # --- analytics (planned: the analytics layer emits these once it exists) --------------------
+    # --- analytics -------------------------------------------------------------------------------
     _m(
         "SummaryDuration",
         SECONDS,
         ("Job",),
-        "analytics (planned)",
-        "time to build the daily summaries",
+        "analytics/refresh.py (analytics_refresh_job)",
+        "time to refresh the analytics of a run's partitions",
         "latency",
-        planned=True,
     ),
     _m(
         "DescribeDuration",

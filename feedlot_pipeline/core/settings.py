@@ -359,6 +359,119 @@ class PublicApiSettings(_FromEnv):
     api_cron: str = Field("0 6 * * *", description="cron (UTC) of api_snapshot_schedule")
 
 
+class AnalyticsSettings(_FromEnv):
+    """The analytics layer: daily summaries, describe CSVs, the curated Parquet lake and its Glue
+    catalog, the farm reports, their schedules and the thresholds of their checks."""
+
+    glue_database: str = Field(
+        "feedlot",
+        description="Glue Data Catalog database of the curated lake (Athena queries it)",
+    )
+    processed_events_topic: str = Field(
+        "feedlot-processed-events",
+        description="SNS topic (name or ARN) that gets one 'partition loaded' notice per farm "
+        "× day partition the analytics refreshed",
+    )
+    curated_prefix: str = Field(
+        "curated/",
+        description="prefix of the curated Parquet lake in the processed bucket "
+        "(<prefix><table>/fazenda=<f>/dia=<yyyy-mm-dd>/part-0.parquet)",
+    )
+    describe_prefix: str = Field(
+        "describe/",
+        description="prefix of the describe CSVs in the processed bucket "
+        "(<prefix>historico_consumo/<fazenda>/<yyyy>/<mm>/<dd>/describe.csv)",
+    )
+    reports_prefix: str = Field(
+        "reports/",
+        description="prefix of the farm reports (HTML) in the processed bucket",
+    )
+    anomaly_threshold_pct: float = Field(
+        25.0,
+        gt=0,
+        description="a lot whose consumo_real deviates from consumo_meta by more than this "
+        "percentage is listed by the anomaly check (WARN)",
+    )
+    freshness_hours: float = Field(
+        26.0,
+        gt=0,
+        description="a farm with no new data in consumo_diario for this many hours is flagged "
+        "by the per-farm freshness check",
+    )
+    analytics_cron: str = Field(
+        "0 6 * * *",
+        description="cron of analytics_daily_schedule (monthly describe and farm reports), in "
+        "FEEDLOT_ANALYTICS_TIMEZONE",
+    )
+    analytics_timezone: str = Field(
+        "America/Sao_Paulo",
+        description="time zone of the analytics schedules (the farms' time zone)",
+    )
+    reconciliation_cron: str = Field(
+        "0 * * * *",
+        description="cron of analytics_reconciliation_schedule, in FEEDLOT_ANALYTICS_TIMEZONE",
+    )
+    reconciliation_days: int = Field(
+        3, ge=1, description="days (back from today, UTC) the reconciliation job checks per farm"
+    )
+    report_trend_days: int = Field(
+        30, ge=1, description="days of the trend chart in the farm report"
+    )
+    analytics_workers: int = Field(
+        4,
+        ge=1,
+        description="threads writing analytics objects (CSV, Parquet, HTML) to S3 at once",
+    )
+    analytics_db_workers: int = Field(
+        2,
+        ge=1,
+        description="warehouse connections refreshing chunks of partitions at once (each chunk "
+        "in its own transaction)",
+    )
+    analytics_refresh_interval_seconds: int = Field(
+        10,
+        ge=5,
+        description="how often analytics_refresh_sensor looks for partitions loaded since its "
+        "last run (one analytics run for all of them, beside the loads)",
+    )
+    analytics_refresh_settle_seconds: int = Field(
+        10,
+        ge=0,
+        description="loads recorded in the last N seconds wait for the next tick (a ledger row "
+        "stamped just before its transaction commits is never skipped)",
+    )
+    analytics_refresh_max_partitions: int = Field(
+        2000,
+        ge=1,
+        description="most farm × day partitions in one analytics refresh run (more wait for the "
+        "next run)",
+    )
+    analytics_refresh_lookback_hours: int = Field(
+        48,
+        ge=0,
+        description="on its first tick, analytics_refresh_sensor refreshes partitions loaded in "
+        "this many past hours",
+    )
+
+    @field_validator("analytics_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("analytics_cron", "reconciliation_cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError("a cron expression has 5 fields")
+        return value
+
+
 class LocalSettings(_FromEnv):
     """The local stack of ``feedlot local up`` (emulators, ports, state)."""
 
@@ -506,6 +619,7 @@ ALL: tuple[type[_FromEnv], ...] = (
     WorkerSettings,
     BackupSettings,
     PublicApiSettings,
+    AnalyticsSettings,
     LocalSettings,
     ObservabilitySettings,
 )

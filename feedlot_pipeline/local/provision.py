@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from feedlot_pipeline.analytics.provisioning import provision_analytics
 from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.observability.alerts import provision_alerts
@@ -84,6 +85,7 @@ def provision(settings: Settings | None = None, max_receive_count: int = 10) -> 
     drops = provision_file_drops(s, max_receive_count)
     failure_topic_arn, failures_inbox_url = provision_failures(s)
     provision_alerts()
+    provision_analytics()
     return Provisioned(
         topic_arn,
         queue_url,

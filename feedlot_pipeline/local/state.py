@@ -45,6 +45,9 @@ run_coordinator:
       - key: feedlot/lane
         value: stream
         limit: 1
+      - key: feedlot/lane
+        value: analytics
+        limit: 1
 run_monitoring:
   enabled: true
   start_timeout_seconds: 120

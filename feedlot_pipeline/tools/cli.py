@@ -27,6 +27,9 @@ COMMANDS: dict[str, str] = {
     "worker": "feedlot_pipeline.tools.worker:worker",
     "metrics": "feedlot_pipeline.tools.metrics:metrics",
     "dashboards": "feedlot_pipeline.tools.dashboards:dashboards",
+    "query": "feedlot_pipeline.tools.analytics:query",
+    "report": "feedlot_pipeline.tools.analytics:report",
+    "bench-analytics": "feedlot_pipeline.tools.bench.analytics:bench_analytics",
 }
 
 HELP: dict[str, str] = {
@@ -45,6 +48,9 @@ HELP: dict[str, str] = {
     "worker": "EC2 worker jobs (run bulk_import …) and their benchmark.",
     "metrics": "Terminal view of the platform's CloudWatch metrics over the last N minutes.",
     "dashboards": "Regenerate the Grafana and CloudWatch dashboards (deploy/) from the code.",
+    "query": "SQL over the curated Parquet lake (DuckDB on pyarrow datasets in S3).",
+    "report": "Write the farm report (HTML) of a farm and day or month; print its path.",
+    "bench-analytics": "Benchmark summary + describe + Parquet against the naive pandas path.",
 }
 
 

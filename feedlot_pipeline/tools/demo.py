@@ -95,6 +95,43 @@ def _runs_since(instance, since: datetime) -> dict[str, tuple[str, str | None]]:
     }
 
 
+def wait_for_analytics(
+    instance, since: datetime, partitions: list[tuple[str, str]], timeout: float
+) -> list[str]:
+    """Wait until successful analytics runs since ``since`` covered every partition; the ids of
+    the runs that did not succeed."""
+    import dagster as dg
+
+    from feedlot_pipeline.analytics.refresh import JOB_NAME
+
+    wanted = {f"{f}/{d}" for f, d in partitions if f != "_unrouted"}
+    deadline = time.monotonic() + timeout
+    last_line = ""
+    while True:
+        records = instance.get_run_records(dg.RunsFilter(job_name=JOB_NAME, created_after=since))
+        covered: set[str] = set()
+        failed = []
+        for r in records:
+            run = r.dagster_run
+            if run.status == dg.DagsterRunStatus.SUCCESS:
+                config = run.run_config["ops"]["refresh_loaded_partitions"]["config"]
+                covered.update(config["partitions"])
+            elif run.status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED):
+                failed.append(run.run_id)
+        line = f"  analytics runs {len(records):>3} | partitions refreshed {len(wanted & covered)}"
+        if line != last_line:
+            click.echo(line + f" of {len(wanted)}")
+            last_line = line
+        if wanted <= covered:
+            return failed
+        if time.monotonic() > deadline:
+            raise click.ClickException(
+                f"timed out after {timeout:.0f}s waiting for analytics: "
+                f"{len(wanted - covered)} partition(s) not refreshed (logs under .feedlot/logs)"
+            )
+        time.sleep(1)
+
+
 def wait_for_pipeline(instance, since: datetime, timeout: float, quiet_seconds: float) -> Progress:
     """Wait until the queue is empty and every run since ``since`` has finished, stably."""
     deadline = time.monotonic() + timeout
@@ -275,20 +312,71 @@ def demo(files: tuple[Path, ...], timeout: float, state_dir: Path) -> None:
         click.echo("Waiting for the sensor and its batch runs …")
         interval = Settings().sensor_interval_seconds
         progress = wait_for_pipeline(instance, since, timeout, quiet_seconds=2 * interval + 2)
+        runs = _runs_since(instance, since)
+        partitions = loaded_partitions(list(runs))
+        click.echo("Waiting for the analytics refresh (analytics_refresh_sensor) …")
+        failed_analytics = wait_for_analytics(instance, since, partitions, timeout)
     finally:
         if daemon is not None:
             _stop(daemon)
             # A stopped daemon's last heartbeat stays fresh for a while: clear it, or the next
             # demo would wait on a daemon that no longer runs.
             instance.wipe_daemon_heartbeats()
-    runs = _runs_since(instance, since)
     failed = [rid for rid, (status, _) in runs.items() if status != "SUCCESS"]
-    partitions = loaded_partitions(list(runs))
+    failed += failed_analytics
     click.echo(
         f"\n{len(progress.runs)} batch run(s) for {len(partitions)} farm × day partition(s), "
         f"{len(failed)} not successful"
     )
     report(partitions, rows_before)
+    analytics_report(partitions, Path(state_dir))
     print_metrics()
     if failed:
         raise click.ClickException(f"runs not successful: {', '.join(failed)}")
+
+
+def analytics_report(partitions: list[tuple[str, str]], state_dir: Path) -> None:
+    """The analytics layer's end of the demo: summary per farm and day, and the report paths.
+
+    The summaries were refreshed by the analytics runs (analytics_refresh_sensor, waited for
+    before); this prints consumo_diario per farm and day and writes each farm's report of its
+    last day locally (and to the processed bucket).
+    """
+    from datetime import date
+
+    from feedlot_pipeline.analytics.report import build_report, publish_report, render_html
+    from feedlot_pipeline.analytics.targets import AnalyticsTargets
+    from feedlot_pipeline.warehouse.store import Warehouse
+
+    parts = sorted({(f, date.fromisoformat(d)) for f, d in partitions if f != "_unrouted"})
+    if not parts:
+        return
+    targets = AnalyticsTargets.from_settings()
+    wh = Warehouse.from_env()
+    try:
+        click.echo("\nDaily summary per farm and day (consumo_diario)")
+        click.echo(
+            f"  {'fazenda':<14}{'dia':<12}{'lots':>5}{'animals':>9}{'kg fed':>11}"
+            f"{'real/cab':>10}{'meta/cab':>10}{'desvio %':>10}{'anomalies':>11}"
+        )
+        last: dict[str, date] = {}
+        for fazenda, dia in parts:
+            data = build_report(wh, fazenda, dia)
+            desvio = "" if data.desvio_pct is None else f"{data.desvio_pct:.2f}"
+            click.echo(
+                f"  {fazenda:<14}{dia.isoformat():<12}{len(data.lots):>5}{data.animais:>9,}"
+                f"{data.total_kg:>11,.1f}{data.real:>10.3f}{data.meta:>10.3f}{desvio:>10}"
+                f"{len(data.anomalies):>11}"
+            )
+            last[fazenda] = max(dia, last.get(fazenda, dia))
+        click.echo("\nFarm reports")
+        for fazenda, dia in sorted(last.items()):
+            data = build_report(wh, fazenda, dia)
+            folder = state_dir / "reports" / fazenda
+            folder.mkdir(parents=True, exist_ok=True)
+            path = (folder / f"relatorio_{dia.isoformat()}.html").resolve()
+            path.write_text(render_html(data), encoding="utf-8")
+            uri, _ = publish_report(targets, data, dia)
+            click.echo(f"  {fazenda} {dia}: {path}  ({uri})")
+    finally:
+        wh.dispose()

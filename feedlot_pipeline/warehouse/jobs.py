@@ -23,7 +23,7 @@ from feedlot_pipeline.ingestion.partitions import farm_day_partitions, split_key
 from feedlot_pipeline.ingestion.resources import LakeResource
 from feedlot_pipeline.ingestion.sensors import LANE_TAG, STREAM_LANE
 from feedlot_pipeline.warehouse.assets import historico_consumo
-from feedlot_pipeline.warehouse.events import log_materializations
+from feedlot_pipeline.warehouse.events import log_check_evaluations, log_materializations
 from feedlot_pipeline.warehouse.loading import (
     emit_load_metrics,
     historico_materialization,
@@ -80,8 +80,7 @@ def load_noticed_objects(
             for where, load in ordered
         ],
     )
-    for _, load in ordered:
-        context.log_event(load.checks.evaluation())
+    log_check_evaluations(context, [load.checks.evaluation() for _, load in ordered])
     failed = outcome.failed
     report = outcome.report
     context.log.info(

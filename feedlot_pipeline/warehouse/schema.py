@@ -150,6 +150,30 @@ clientes = sa.Table(
     **_MYSQL,
 )
 
+
+# The daily summary (analytics layer, migration 0004): one row per farm × day × lot × pen, rebuilt
+# per partition from historico_consumo. Per-head values are weighted by quantidade_animais when a
+# lot × pen reported more than once on a day; desvio_pct = (real - meta) / meta × 100.
+consumo_diario = sa.Table(
+    "consumo_diario",
+    metadata,
+    sa.Column("fazenda", sa.String(64), primary_key=True),
+    sa.Column("dia", sa.Date(), primary_key=True),
+    sa.Column("id_lote", sa.String(32), primary_key=True),
+    sa.Column("id_curral", sa.String(32), primary_key=True),
+    sa.Column("registros", sa.Integer(), nullable=False),
+    sa.Column("quantidade_animais", sa.Integer(), nullable=False),
+    sa.Column("consumo_real_cabeca", sa.Double(), nullable=False),
+    sa.Column("consumo_meta_cabeca", sa.Double(), nullable=False),
+    sa.Column("desvio_pct", sa.Double(), nullable=True),
+    sa.Column("consumo_total_kg", sa.Double(), nullable=False),
+    sa.Column("peso_medio", sa.Double(), nullable=False),
+    sa.Column("dia_confinamento", sa.Integer(), nullable=False),
+    sa.Column("regra_consumo_meta", sa.String(64), nullable=False),
+    sa.Column("ultimo_processamento", UTC_TIMESTAMP, nullable=False),
+    **_MYSQL,
+)
+
 assert tuple(c.name for c in historico_consumo.columns) == WAREHOUSE_COLUMNS
 
 

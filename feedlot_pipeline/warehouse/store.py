@@ -491,6 +491,19 @@ class Warehouse:
                 )
         return found
 
+    def partitions_loaded_between(
+        self, since: datetime | None, until: datetime
+    ) -> list[tuple[str, date]]:
+        """(fazenda, dia) of the raw objects loaded in (since, until], by the ledger: what every
+        load path (stream batches, rebuilds, the worker) records."""
+        table = historico_consumo_cargas
+        query = sa.select(table.c.fazenda, table.c.dia).where(table.c.loaded_at <= self._ts(until))
+        if since is not None:
+            query = query.where(table.c.loaded_at > self._ts(since))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.distinct().order_by(table.c.fazenda, table.c.dia)).all()
+        return [(f, d if isinstance(d, date) else date.fromisoformat(str(d))) for f, d in rows]
+
     def record_loads(self, entries: Sequence[LedgerEntry], run_id: str | None) -> None:
         """Write (or rewrite) the ledger rows of the raw objects a load read."""
         if not entries:

@@ -71,3 +71,58 @@ def test_a_run_whose_worker_died_is_seen_as_failed(instance) -> None:
 
     instance.report_engine_event(f"Process for run exited (pid: {worker.pid}).", run)
     assert launcher.check_run_worker_health(run).status == WorkerStatus.SUCCESS
+
+
+HISTORICO = dg.AssetKey("historico_consumo")
+
+
+@dg.op
+def many_check_results(context) -> None:  # no annotation: postponed ones are strings here
+    from feedlot_pipeline.warehouse.events import log_check_evaluations
+
+    log_check_evaluations(
+        context,
+        [
+            dg.AssetCheckEvaluation(
+                asset_key=HISTORICO,
+                check_name="loaded_as_landed",
+                passed=i != 7,
+                partition=f"2024-01-01|fazenda_{i:03d}",
+                metadata={"i": i},
+            )
+            for i in range(40)
+        ],
+    )
+
+
+def test_a_batch_of_check_results_is_written_at_once(instance, monkeypatch) -> None:
+    """Check results logged as a batch reach the storage as one batch (not one write each) and
+    read back like any others: the latest result per partition, passed or failed."""
+    from dagster._core.event_api import PartitionKeyFilter
+    from dagster._core.storage.asset_check_execution_record import (
+        AssetCheckExecutionRecordStatus,
+    )
+
+    from feedlot_pipeline.core.dagster_instance import BatchedCheckEventLogStorage
+
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")
+    storage = instance.event_log_storage
+    assert isinstance(storage, BatchedCheckEventLogStorage)
+    single, batches = [], []
+    store_event, store_batch = storage.store_event, storage.store_event_batch
+    monkeypatch.setattr(storage, "store_event", lambda e: (single.append(e), store_event(e)))
+    monkeypatch.setattr(
+        storage, "store_event_batch", lambda es: (batches.append(len(es)), store_batch(es))
+    )
+    job = dg.GraphDefinition(name="checks", node_defs=[many_check_results]).to_job()
+    assert job.execute_in_process(instance=instance).success
+    assert batches == [40]
+    checks_alone = [e for e in single if e.dagster_event_type and "CHECK" in e.dagster_event_type]
+    assert not checks_alone, [e.dagster_event_type for e in checks_alone][:3]
+    key = dg.AssetCheckKey(HISTORICO, "loaded_as_landed")
+    for i, status in ((3, "SUCCEEDED"), (7, "FAILED")):
+        latest = storage.get_latest_asset_check_execution_by_key(
+            [key], partition_filter=PartitionKeyFilter(key=f"2024-01-01|fazenda_{i:03d}")
+        )[key]
+        assert latest.status == AssetCheckExecutionRecordStatus[status]
+        assert latest.event.dagster_event.asset_check_evaluation_data.metadata["i"].value == i

@@ -84,6 +84,10 @@ def test_demo_twice_loads_then_reports_zero_new_rows(stack_env, tmp_path: Path) 
         assert "Rejected records by reason" in first.stdout
         assert "unknown_client" in first.stdout  # the sample carries deliberately bad records
         assert "peso_medio_pct_1_76" in first.stdout
+        # The analytics layer's end: the summary per farm and day and each farm's report.
+        assert "Daily summary per farm and day (consumo_diario)" in first.stdout
+        reports = re.findall(r"^  fazenda_\w+ \S+: (\S+relatorio_\S+\.html)", first.stdout, re.M)
+        assert len(reports) == 2 and all(Path(r).is_file() for r in reports)
 
         second = run(["demo"], stack_env, tmp_path)
         assert second.returncode == 0, second.stdout + second.stderr

@@ -1,7 +1,7 @@
 """Latest landing wins: landing position on rows, superseded versions kept, a ledger of loads.
 
-Revision ID: 0004_latest_wins
-Revises: 0003_row_fingerprint
+Revision ID: 0005_latest_wins
+Revises: 0004_consumo_diario
 Create Date: 2026-12-05
 
 - ``historico_consumo.landed_at`` / ``raw_line_no``: where in the landing order the stored
@@ -24,8 +24,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
 
-revision = "0004_latest_wins"
-down_revision = "0003_row_fingerprint"
+revision = "0005_latest_wins"
+down_revision = "0004_consumo_diario"
 branch_labels = None
 depends_on = None
 
