@@ -22,7 +22,6 @@ from sqlalchemy import create_engine, text
 
 from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.settings import Settings
-from feedlot_pipeline.core.settings import env as settings_env
 from feedlot_pipeline.local.services import EmbeddedPostgres, free_port, start_moto
 from feedlot_pipeline_tests.helpers import (
     PORT_VARS,
@@ -84,7 +83,7 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch):
     yield settings, provision(settings)
     # moto keeps an account's quota of 50 Firehose streams: free this test's one.
     client("firehose").delete_delivery_stream(
-        DeliveryStreamName=settings_env("FEEDLOT_FIREHOSE_STREAM"), AllowForceDelete=True
+        DeliveryStreamName=settings.firehose_stream, AllowForceDelete=True
     )
 
 

@@ -647,18 +647,6 @@ def snapshot(**overrides: Any) -> Settings:
     return Settings().model_copy(update=overrides)
 
 
-def env(name: str) -> str:
-    """Transitional: one setting's text by variable name. Callers move to the typed classes."""
-    import os
-
-    value = os.environ.get(name)
-    if value not in (None, ""):
-        return value
-    if name in DEFAULTS:
-        return DEFAULTS[name]
-    raise KeyError(f"{name} is not set ({describe(name)})")
-
-
 _AWS_KEY_VARS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_PROFILE")
 
 
