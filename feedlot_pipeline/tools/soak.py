@@ -188,23 +188,70 @@ def _runs(instance, since: datetime) -> tuple[int, int]:  # noqa: ANN001
     return len(created), len(queued)
 
 
-def _platform_cpu(state_dir: str) -> float:
-    """CPU seconds used so far by the platform's processes on this machine: the stack's (moto,
-    the bridge, the gateway, the agent, the embedded PostgreSQL: their command line or
-    environment names its state dir) and Dagster's (started with its env file). Other work on
-    the machine is not counted."""
-    total = 0.0
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            ours = state_dir in " ".join(proc.info["cmdline"] or [])
-            if not ours:
-                ours = proc.environ().get("FEEDLOT_STATE_DIR") == state_dir
-            if ours:
+# Which part of the platform a process is, by its command line (first match wins).
+PARTS = (
+    ("moto", "moto_server"),
+    ("lambda bridge", "lambda_bridge"),
+    ("lambda bridge", "lambda_runtime"),
+    ("api gateway", "api_gateway"),
+    ("ssm agent", "ssm_agent"),
+    ("runs", "execute_run"),
+    ("runs", "execute_step"),
+    ("sensors (code server)", "api grpc"),
+    ("sensors (code server)", "code-server"),
+    ("daemon", "dagster._daemon"),
+    ("daemon", "dagster-daemon"),
+    ("webserver", "dagster_webserver"),
+    ("postgres", "postgres"),
+)
+
+
+def part_of(cmdline: str) -> str:
+    return next((part for part, marker in PARTS if marker in cmdline), "other")
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds of the platform's processes, by part, sampled every poll.
+
+    The platform's processes are the stack's (moto, the bridge, the gateway, the agent, the
+    embedded PostgreSQL: their command line or environment names the state dir) and Dagster's
+    (started with the stack's env file). A run's process lives seconds: its last sample counts
+    (up to one poll interval of its CPU is missed). Other work on the machine is not counted.
+    """
+
+    state_dir: str
+    seen: dict[int, tuple[str, float]] = field(default_factory=dict)  # pid -> (part, cpu s)
+    ignored: set[int] = field(default_factory=set)
+
+    def sample(self) -> None:
+        for proc in psutil.process_iter(["cmdline"]):
+            if proc.pid in self.ignored:
+                continue
+            try:
+                cmdline = " ".join(proc.info["cmdline"] or [])
+                part = self.seen.get(proc.pid, (None, 0.0))[0]
+                if part is None:
+                    ours = self.state_dir in cmdline
+                    if not ours:
+                        ours = proc.environ().get("FEEDLOT_STATE_DIR") == self.state_dir
+                    if not ours:
+                        self.ignored.add(proc.pid)
+                        continue
+                    part = part_of(cmdline)
                 t = proc.cpu_times()
-                total += t.user + t.system + t.children_user + t.children_system
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return total
+                self.seen[proc.pid] = (part, t.user + t.system)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+
+    def total(self) -> float:
+        return sum(cpu for _, cpu in self.seen.values())
+
+    def by_part(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for part, cpu in self.seen.values():
+            out[part] = out.get(part, 0.0) + cpu
+        return out
 
 
 def _lines(minutes: list[Minute]) -> Iterator[str]:
@@ -265,7 +312,10 @@ def soak(farms: int, rate: float, minutes: float, drain: float, state_dir: str |
     runs_seen = 0
     published_seen = 0
     state = str(LocalSettings().state_dir.resolve())
-    cpu_mark = _platform_cpu(state)
+    meter = CpuMeter(state)
+    meter.sample()
+    cpu_start = meter.by_part()
+    cpu_mark = meter.total()
     loaded_before: set[str] = set()
     try:
         deadline = started + seconds + drain
@@ -273,13 +323,14 @@ def soak(farms: int, rate: float, minutes: float, drain: float, state_dir: str |
             minute_end = min(time.monotonic() + 60, deadline)
             while time.monotonic() < minute_end:
                 _poll_ledger(wh, tracker)
+                meter.sample()
                 time.sleep(1)
             with tracker.lock:
                 published = len(tracker.sent)
                 newly = {k: v for k, v in tracker.loaded.items() if k not in loaded_before}
             loaded_before.update(newly)
             created, queued = _runs(instance, since)
-            cpu = _platform_cpu(state)
+            cpu = meter.total()
             m = Minute(
                 published=published - published_seen,
                 loaded=len(newly),
@@ -301,6 +352,7 @@ def soak(farms: int, rate: float, minutes: float, drain: float, state_dir: str |
         wh.dispose()
         instance.dispose()
     _report(tracker, minute_list)
+    _cpu_report(meter, cpu_start, len(tracker.sent))
 
 
 def _report(tracker: Tracker, minutes: list[Minute]) -> None:
@@ -318,6 +370,21 @@ def _report(tracker: Tracker, minutes: list[Minute]) -> None:
         f"later than 30 s {late}, never loaded (lost or still late) {lost}"
     )
     _totals(list(tracker.sent))
+
+
+def _cpu_report(meter: CpuMeter, start: dict[str, float], published: int) -> None:
+    """Where the CPU went: seconds and seconds per 1,000 published records, by part."""
+    used = {part: cpu - start.get(part, 0.0) for part, cpu in meter.by_part().items()}
+    total = sum(used.values())
+    if not published or total <= 0:
+        return
+    click.echo(f"\nCPU by part over the soak ({published} records published):")
+    for part, cpu in sorted(used.items(), key=lambda kv: -kv[1]):
+        click.echo(
+            f"  {part:<22} {cpu:8.1f} s {1000 * cpu / published:7.2f} s/1k "
+            f"{100 * cpu / total:5.1f} %"
+        )
+    click.echo(f"  {'total':<22} {total:8.1f} s {1000 * total / published:7.2f} s/1k")
 
 
 def _totals(keys: list[str]) -> None:
