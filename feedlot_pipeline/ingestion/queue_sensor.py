@@ -57,13 +57,15 @@ class TickCounts:
     stale: int = 0
     parked: int = 0
     redelivered: int = 0
+    deferred: int = 0  # left for a later tick: not verified before the tick's deadline
 
     def summary(self) -> str:
-        return (
+        text = (
             f"{self.received} received, {self.acknowledged} acknowledged"
             f" ({self.stale} stale receipt(s) skipped), {self.parked} to DLQ,"
             f" {self.redelivered} redelivered"
         )
+        return text + (f", {self.deferred} deferred to a later tick" if self.deferred else "")
 
 
 @dataclass
@@ -76,7 +78,7 @@ class QueueTick:
     stage: str
     cursor: str | None
     max_messages: int = 200
-    budget_seconds: float = 20.0
+    budget_seconds: float = 15.0
     park_after_receives: int = PARK_AFTER_RECEIVES
     counts: TickCounts = field(default_factory=TickCounts)
 
@@ -154,6 +156,21 @@ class QueueTick:
                 out.append(msg)
         self.counts.received += len(out)
         return out
+
+    def seconds_since_start(self) -> float:
+        return time.monotonic() - self._started
+
+    def defer(self, messages: Iterable[QueueMessage]) -> None:
+        """Leave messages for a later tick: neither held nor deleted, visible again at once."""
+        messages = list(messages)
+        self.counts.deferred += len(messages)
+        for start in range(0, len(messages), SQS_BATCH):
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m.receipt, "VisibilityTimeout": 0}
+                for i, m in enumerate(messages[start : start + SQS_BATCH])
+            ]
+            # A failure leaves the message invisible until its timeout: it still comes back.
+            self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
 
     def out_of_time(self) -> bool:
         return time.monotonic() - self._started > self.budget_seconds

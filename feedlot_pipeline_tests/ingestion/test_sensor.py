@@ -198,3 +198,28 @@ def test_without_a_client_map_notices_wait(aws, instance) -> None:
     result = tick(instance, settings, publish_map=False)
     assert result.run_requests == [] and "no client map" in str(result.skip_message)
     assert queue_depth(prov.queue_url) == 1
+
+
+def test_notices_not_verified_before_the_tick_deadline_wait_for_a_later_tick(
+    aws, instance, monkeypatch
+) -> None:
+    """A slow lake (here: no time left) never pushes a tick past Dagster's deadline: unverified
+    notices are neither run, held, nor parked; they come back and are used by a later tick."""
+    from feedlot_pipeline.ingestion import sensors
+
+    settings, prov = aws
+    published(settings)
+    land(settings, "m1", [record()])
+    monkeypatch.setattr(sensors, "VERIFY_DEADLINE_SECONDS", 0.0)
+    slow = tick(instance, settings)
+    assert slow.run_requests == []
+    assert json.loads(slow.cursor).get("pending", []) == []  # not held
+    assert queue_depth(prov.dlq_url) == 0  # not parked
+    visible = client("sqs").get_queue_attributes(
+        QueueUrl=prov.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]["ApproximateNumberOfMessages"]
+    assert visible == "1"  # visible again at once, not after the visibility timeout
+
+    monkeypatch.setattr(sensors, "VERIFY_DEADLINE_SECONDS", 40.0)
+    later = tick(instance, settings, slow.cursor)
+    assert [list(objects_of(r)) for r in later.run_requests] == [["2023-01-01|fazenda_um"]]
