@@ -197,6 +197,7 @@ PARTS = (
     ("ssm agent", "ssm_agent"),
     ("runs", "execute_run"),
     ("runs", "execute_step"),
+    ("runs", "multiprocessing.spawn"),  # the code server starts a run's process this way
     ("sensors (code server)", "api grpc"),
     ("sensors (code server)", "code-server"),
     ("daemon", "dagster._daemon"),

@@ -15,6 +15,7 @@ BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.
 def test_parts_are_told_apart_by_command_line() -> None:
     assert part_of("python -m feedlot_pipeline.local.moto_server -p 1") == "moto"
     assert part_of("python -m dagster api execute_run {...}") == "runs"
+    assert part_of("python -c from multiprocessing.spawn import spawn_main; …") == "runs"
     assert part_of("python -m dagster api grpc --lazy-load-user-code") == "sensors (code server)"
     assert part_of("python -m dagster._daemon run") == "daemon"
     assert part_of("python something_else.py") == "other"
