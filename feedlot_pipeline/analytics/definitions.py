@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from feedlot_pipeline.analytics.assets import ALL_ASSETS, ALL_CHECKS, AnalyticsResource
+from feedlot_pipeline.analytics.assets import ALL_ASSETS
+from feedlot_pipeline.analytics.checks import ALL_CHECKS
 from feedlot_pipeline.analytics.refresh import analytics_refresh_job, build_analytics_refresh_sensor
+from feedlot_pipeline.analytics.resources import AnalyticsResource
 from feedlot_pipeline.analytics.schedules import (
     analytics_monthly_job,
     analytics_reconciliation_job,

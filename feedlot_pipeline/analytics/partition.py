@@ -15,10 +15,10 @@ partitions' blocking checks passed): for every partition it
 
 It returns a ``PartitionAnalytics`` per partition: counts, output URIs, the materialization
 metadata of each analytics asset and the evaluations of their checks, as plain data;
-``analytics.assets.partition_events`` turns one into Dagster events for ``context.log_event``.
+``analytics.events.partition_events`` turns one into Dagster events for ``context.log_event``.
 
-The asset functions of the Dagster UI path (one asset, one partition) are here too:
-``rebuild_summary``, ``write_describe``, ``write_curated`` and the check functions.
+The names, metadata and check outcomes it reports are those of ``outcomes``; the Dagster UI path
+(one asset, one partition) is ``per_asset``.
 """
 
 from __future__ import annotations
@@ -45,63 +45,32 @@ from feedlot_pipeline.analytics.curated import (
     parquet_rows,
 )
 from feedlot_pipeline.analytics.notices import publish_notices
+from feedlot_pipeline.analytics.outcomes import (
+    ANOMALIES_LISTED,
+    CONSUMO_DIARIO,
+    CURATED_ASSETS,
+    CURATED_DIARIO,
+    CURATED_HISTORICO,
+    DESCRIBE_CONSUMO,
+    PartitionAnalytics,
+    anomaly_outcome,
+    reconcile_outcome,
+    row_count_outcome,
+    summary_metadata,
+)
 from feedlot_pipeline.analytics.summary import Partition, PartitionCounts
 from feedlot_pipeline.analytics.targets import (
     AnalyticsTargets,
     put_object,
 )
-from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.contracts import PartitionLoadedNotice
 from feedlot_pipeline.core.settings import AnalyticsSettings
 from feedlot_pipeline.warehouse.store import Warehouse
 
 log = logging.getLogger("feedlot.analytics")
 
-# Asset and check names (the Dagster definitions in assets.py use the same ones).
-CONSUMO_DIARIO = "consumo_diario"
-DESCRIBE_CONSUMO = "describe_consumo"
-CURATED_HISTORICO = "curated_historico_consumo"
-CURATED_DIARIO = "curated_consumo_diario"
-CHECK_RECONCILES = "consumo_diario_reconciles"
-CHECK_ANOMALIES = "consumo_diario_anomalies"
-CHECK_HISTORICO_ROWS = "curated_historico_row_count"
-CHECK_DIARIO_ROWS = "curated_diario_row_count"
-CURATED_ASSETS = {HISTORICO.name: CURATED_HISTORICO, DIARIO.name: CURATED_DIARIO}
-ROW_CHECKS = {HISTORICO.name: CHECK_HISTORICO_ROWS, DIARIO.name: CHECK_DIARIO_ROWS}
 MAX_CORRELATION_IDS = 100
 CHUNK_PARTITIONS = 200
-ANOMALIES_LISTED = 50
-
-
-@dataclass(frozen=True)
-class CheckOutcome:
-    """One asset check evaluation, as plain data."""
-
-    asset: str
-    name: str
-    passed: bool
-    severity: str  # "ERROR" or "WARN"
-    metadata: dict[str, Any]
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class PartitionAnalytics:
-    """What the analytics did for one farm × day partition."""
-
-    fazenda: str
-    dia: date
-    counts: PartitionCounts
-    outputs: dict[str, str]  # asset name -> s3:// URI
-    materializations: dict[str, dict[str, Any]]  # asset name -> metadata (plain values)
-    checks: tuple[CheckOutcome, ...]
-    describe: list[dict[str, Any]] = field(default_factory=list)
-    notice_id: str | None = None
-
-    @property
-    def passed(self) -> bool:
-        """Every ERROR-severity check passed (WARNs, like anomalies, do not count)."""
-        return all(c.passed for c in self.checks if c.severity == "ERROR")
 
 
 @dataclass
@@ -221,15 +190,6 @@ def _return_arrow_memory_promptly() -> None:
     _ARROW_POOL_SET = True
 
 
-def _connect(warehouse: Warehouse) -> sa.Connection:
-    conn = warehouse.engine.connect()
-    if warehouse.dialect == "mysql":
-        # INSERT … SELECT under REPEATABLE READ would lock the historico_consumo rows it reads
-        # until the chunk commits; the loader must not wait on the analytics.
-        conn = conn.execution_options(isolation_level="READ COMMITTED")
-    return conn
-
-
 def _refresh_chunk(
     warehouse: Warehouse,
     targets: AnalyticsTargets,
@@ -239,7 +199,7 @@ def _refresh_chunk(
     run_id: str | None,
 ) -> list[tuple[PartitionAnalytics, PartitionLoadedNotice]]:
     threshold = settings.anomaly_threshold_pct
-    with _connect(warehouse) as conn, conn.begin():
+    with summary.connect(warehouse) as conn, conn.begin():
         # PostgreSQL builds each partition's rows while streaming them back (COPY (INSERT …
         # RETURNING)); MySQL builds the chunk with one INSERT … SELECT and reads them back.
         built_while_read = warehouse.dialect == "postgresql"
@@ -419,19 +379,6 @@ def _result(
     )
 
 
-# --- metadata and check outcomes (shared by the batch and the per-asset path) -------------------
-
-
-def summary_metadata(c: PartitionCounts, anomalies: int) -> dict[str, Any]:
-    return {
-        "dagster/row_count": c.lots,
-        "historico_rows": c.rows,
-        "rejected": c.rejected,
-        "total_kg": round(c.total_kg, 3),
-        "anomalies": anomalies,
-    }
-
-
 def curated_metadata(
     table: CuratedTable, w: _Written | None, glue_database: str, uri: str, rows: int
 ) -> dict[str, Any]:
@@ -444,193 +391,3 @@ def curated_metadata(
         out["bytes"] = w.parquet_bytes[table.name]
         out["glue_partition"] = f"fazenda={w.fazenda}/dia={w.dia.isoformat()}"
     return out
-
-
-def reconcile_outcome(c: PartitionCounts) -> CheckOutcome:
-    return CheckOutcome(
-        asset=CONSUMO_DIARIO,
-        name=CHECK_RECONCILES,
-        passed=c.reconciles,
-        severity="ERROR",
-        metadata={
-            "lots": c.lots,
-            "lots_expected": c.lots_expected,
-            "total_kg": round(c.total_kg, 6),
-            "total_kg_historico": round(c.total_kg_historico, 6),
-            "difference_kg": round(c.total_kg - c.total_kg_historico, 6),
-        },
-        description="rows = distinct lots x pens of historico_consumo; kg totals equal",
-    )
-
-
-def anomaly_outcome(count: int, listed: list[dict[str, Any]], threshold: float) -> CheckOutcome:
-    lots = [
-        {
-            "id_lote": r["id_lote"],
-            "id_curral": r["id_curral"],
-            "desvio_pct": round(float(r["desvio_pct"]), 2),
-            "consumo_real_cabeca": round(float(r["consumo_real_cabeca"]), 3),
-            "consumo_meta_cabeca": round(float(r["consumo_meta_cabeca"]), 3),
-        }
-        for r in listed
-    ]
-    return CheckOutcome(
-        asset=CONSUMO_DIARIO,
-        name=CHECK_ANOMALIES,
-        passed=count == 0,
-        severity="WARN",
-        metadata={"anomalies": count, "threshold_pct": threshold, "lots": lots},
-        description=f"lots whose consumo_real deviates from consumo_meta by more than "
-        f"{threshold:g} %",
-    )
-
-
-def row_count_outcome(table: CuratedTable, parquet: int, warehouse: int) -> CheckOutcome:
-    return CheckOutcome(
-        asset=CURATED_ASSETS[table.name],
-        name=ROW_CHECKS[table.name],
-        passed=parquet == warehouse,
-        severity="ERROR",
-        metadata={"parquet_rows": parquet, "warehouse_rows": warehouse},
-        description=f"the Parquet partition holds as many rows as {table.source}",
-    )
-
-
-# --- the per-asset path (Dagster UI: one asset, one partition) ------------------------------------
-
-
-def rebuild_summary(
-    warehouse: Warehouse, fazenda: str, dia: date, settings: AnalyticsSettings | None = None
-) -> tuple[PartitionCounts, list[dict[str, Any]], int]:
-    """Rebuild consumo_diario of one partition (committed); its counts and anomalies."""
-    settings = settings or AnalyticsSettings()
-    with _connect(warehouse) as conn, conn.begin():
-        summary.rebuild(conn, [(fazenda, dia)])
-        c = summary.counts(conn, [(fazenda, dia)])[(fazenda, dia)]
-        n = summary.count_anomalies(conn, [(fazenda, dia)], settings.anomaly_threshold_pct)
-        listed = summary.anomalies(
-            conn, fazenda, dia, settings.anomaly_threshold_pct, ANOMALIES_LISTED
-        )
-    return c, listed, n[(fazenda, dia)]
-
-
-def partition_counts(warehouse: Warehouse, fazenda: str, dia: date) -> PartitionCounts:
-    with _connect(warehouse) as conn, conn.begin():
-        return summary.counts(conn, [(fazenda, dia)])[(fazenda, dia)]
-
-
-def anomalies_now(
-    warehouse: Warehouse, fazenda: str, dia: date, threshold: float
-) -> tuple[int, list[dict[str, Any]]]:
-    with _connect(warehouse) as conn, conn.begin():
-        n = summary.count_anomalies(conn, [(fazenda, dia)], threshold)[(fazenda, dia)]
-        return n, summary.anomalies(conn, fazenda, dia, threshold, ANOMALIES_LISTED)
-
-
-@dataclass(frozen=True)
-class DescribeResult:
-    uri: str
-    records: list[dict[str, Any]]
-    headline: dict[str, Any]
-    markdown: str
-
-
-def write_describe(
-    warehouse: Warehouse, targets: AnalyticsTargets, fazenda: str, dia: date
-) -> DescribeResult:
-    """The describe CSV of one farm × day partition of historico_consumo."""
-    numeric = describe.NumericColumns()
-    columns = list(describe.DESCRIBE_COLUMNS)
-    with _connect(warehouse) as conn, conn.begin():
-        for batch in iter_partition_batches(conn, HISTORICO, fazenda, dia, columns):
-            numeric.add(batch)
-    stats = numeric.describe()
-    key = targets.describe_key(fazenda, dia)
-    uri = put_object(targets, key, describe.to_csv(stats), "text/csv")
-    return DescribeResult(
-        uri, describe.summary_records(stats), describe.headline(stats), describe.markdown(stats)
-    )
-
-
-def write_monthly_describe(
-    warehouse: Warehouse, targets: AnalyticsTargets, fazenda: str, month: date
-) -> DescribeResult:
-    """The describe CSV of one farm's month (every day partition of the month)."""
-    import calendar
-
-    numeric = describe.NumericColumns()
-    columns = list(describe.DESCRIBE_COLUMNS)
-    days = calendar.monthrange(month.year, month.month)[1]
-    with _connect(warehouse) as conn, conn.begin():
-        for day in range(1, days + 1):
-            dia = month.replace(day=day)
-            for batch in iter_partition_batches(conn, HISTORICO, fazenda, dia, columns):
-                numeric.add(batch)
-    stats = numeric.describe()
-    key = targets.monthly_describe_key(fazenda, month)
-    uri = put_object(targets, key, describe.to_csv(stats), "text/csv")
-    return DescribeResult(
-        uri, describe.summary_records(stats), describe.headline(stats), describe.markdown(stats)
-    )
-
-
-@dataclass(frozen=True)
-class CuratedResult:
-    uri: str
-    rows: int
-    bytes: int
-    new_partition: bool
-
-
-def write_curated(
-    warehouse: Warehouse, targets: AnalyticsTargets, table: CuratedTable, fazenda: str, dia: date
-) -> CuratedResult:
-    """One table's Parquet file of one partition, and its Glue partition."""
-    catalog.ensure_catalog(targets)
-    buffer = ParquetBuffer(table.schema)
-    with _connect(warehouse) as conn, conn.begin():
-        for batch in iter_partition_batches(conn, table, fazenda, dia):
-            buffer.write(batch)
-    data = buffer.finish()
-    key = table.key(targets.curated_prefix, fazenda, dia)
-    uri = put_object(targets, key, data, "application/vnd.apache.parquet")
-    created = catalog.register_partitions(targets, table, [(fazenda, dia)])
-    return CuratedResult(uri, parquet_rows(data), len(data), bool(created))
-
-
-def stored_parquet_rows(
-    targets: AnalyticsTargets, table: CuratedTable, fazenda: str, dia: date
-) -> int | None:
-    """Rows of the Parquet file in the bucket (its footer); None when there is no file."""
-    import io
-
-    key = table.key(targets.curated_prefix, fazenda, dia)
-    s3 = client("s3")
-    try:
-        body = s3.get_object(Bucket=targets.bucket, Key=key)["Body"].read()
-    except s3.exceptions.NoSuchKey:
-        return None
-    import pyarrow.parquet as pq
-
-    return pq.read_metadata(io.BytesIO(body)).num_rows
-
-
-def warehouse_rows(warehouse: Warehouse, table: CuratedTable, fazenda: str, dia: date) -> int:
-    c = partition_counts(warehouse, fazenda, dia)
-    return c.rows if table is HISTORICO else c.lots
-
-
-def stored_row_count_outcome(
-    warehouse: Warehouse, targets: AnalyticsTargets, table: CuratedTable, fazenda: str, dia: date
-) -> CheckOutcome:
-    """The row-count check as the UI path runs it: the file in the bucket vs the warehouse."""
-    stored = stored_parquet_rows(targets, table, fazenda, dia)
-    rows = warehouse_rows(warehouse, table, fazenda, dia)
-    if stored is None:
-        return replace(
-            row_count_outcome(table, -1, rows),
-            passed=False,
-            metadata={"parquet_rows": None, "warehouse_rows": rows},
-            description=f"no Parquet file at {table.key(targets.curated_prefix, fazenda, dia)}",
-        )
-    return row_count_outcome(table, stored, rows)

@@ -21,12 +21,9 @@ from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 
-from feedlot_pipeline.analytics.assets import (
-    AnalyticsResource,
-    blocked_by_checks,
-    log_partition_events,
-)
+from feedlot_pipeline.analytics.events import blocked_by_checks, log_partition_events
 from feedlot_pipeline.analytics.partition import refresh_partitions
+from feedlot_pipeline.analytics.resources import AnalyticsResource
 from feedlot_pipeline.core.metrics import MetricsBuffer
 from feedlot_pipeline.core.settings import AnalyticsSettings
 from feedlot_pipeline.ingestion.partitions import farm_day_key

@@ -18,13 +18,13 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 
 from feedlot_pipeline.analytics.assets import (
-    CROSS_FARM_CHECKS,
     FARM_DIMENSION,
     MONTH_DIMENSION,
     MONTHLY_ASSETS,
     REPORT_ASSETS,
     farm_month_partitions,
 )
+from feedlot_pipeline.analytics.checks import CROSS_FARM_CHECKS
 from feedlot_pipeline.core.records import UNROUTED_FARM
 from feedlot_pipeline.core.settings import AnalyticsSettings
 from feedlot_pipeline.ingestion.partitions import (

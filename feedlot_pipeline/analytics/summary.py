@@ -31,6 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from feedlot_pipeline.warehouse.schema import consumo_diario
+from feedlot_pipeline.warehouse.store import Warehouse
 
 UTC = timezone.utc
 Partition = tuple[str, date]
@@ -81,6 +82,16 @@ def day_window(dia: date) -> tuple[datetime, datetime]:
 def _ts(dialect: str, value: datetime) -> datetime:
     """Aware on PostgreSQL, naive UTC on MySQL (DATETIME(6) holds UTC)."""
     return value if dialect == "postgresql" else value.astimezone(UTC).replace(tzinfo=None)
+
+
+def connect(warehouse: Warehouse) -> sa.Connection:
+    """A connection to rebuild and read the summaries on (the caller opens the transaction)."""
+    conn = warehouse.engine.connect()
+    if warehouse.dialect == "mysql":
+        # INSERT … SELECT under REPEATABLE READ would lock the historico_consumo rows it reads
+        # until the chunk commits; the loader must not wait on the analytics.
+        conn = conn.execution_options(isolation_level="READ COMMITTED")
+    return conn
 
 
 def _dialect(conn: sa.Connection) -> str:

@@ -1,19 +1,9 @@
-"""Metrics of the platform: the one registry of metric names, and the emitter every layer uses.
+"""The metrics emitter every layer uses, and the latency statistics it sends.
 
-The registry (``REGISTRY``) names every metric the code emits in the ``Feedlot`` namespace
-(``FEEDLOT_METRICS_NAMESPACE``) with its unit, its dimensions and who emits it, plus the AWS
-metrics (``AWS/SQS``, ``AWS/Lambda``…) the alarms and dashboards read. Emitters, dashboards
-(``observability.dashboards``) and ``feedlot metrics`` all take names from here, and a test checks
-that every dashboard panel names a registered metric that some emitter really sends.
-
-Dimensions stay low-cardinality: ``Source`` (sns, api, file), ``Job`` (a Dagster job or worker
-job name), ``Queue`` (a queue's role: sensor, sensor-dlq, …), and ``Fazenda`` only on
-``FarmRowsLoaded`` (one series per farm: fine for tens to a few hundred farms; see
-``deploy/monitoring.md`` for beyond). Never a record, event, run or object id.
-
-Emission is per run, chunk, request or file, never per record, and best effort: ``flush()``
-never raises. A CloudWatch outage, a missing permission or a bad value is logged (WARNING, with
-what was dropped) and the load goes on.
+Metric names, units and dimensions come from ``core.metric_registry``. Emission is per run,
+chunk, request or file, never per record, and best effort: ``flush()`` never raises. A
+CloudWatch outage, a missing permission or a bad value is logged (WARNING, with what was
+dropped) and the load goes on.
 
 - ``MetricsBuffer``: ``add(name, value, **dims)``, ``add_distribution(name, {value: count},
   **dims)``, ``flush()`` → one PutMetricData per ≤ 1000 values (``Values``/``Counts`` arrays, so
@@ -21,35 +11,27 @@ what was dropped) and the load goes on.
 - ``record_load(...)``: what a Dagster batch load run emits (the loader calls it once per run).
 - ``record_worker_job(...)``: what an EC2 worker job emits.
 - ``event_to_row_latency(...)``: p50/p95 and the distribution of row time − landed time.
-- ``emf_to_metric_data(doc)`` / ``EmfMirror``: CloudWatch Logs' EMF extraction, done by hand where
-  nothing extracts EMF from stdout (the Lambdas on the local stack).
+
+The Lambdas emit through Powertools EMF instead; ``core.emf`` mirrors those lines where nothing
+extracts them (the local stack).
 """
 
 from __future__ import annotations
 
-import atexit
 import logging
 import math
-import queue
-import threading
-import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any
 
 from botocore.config import Config
 
+from feedlot_pipeline.core.metric_registry import spec
 from feedlot_pipeline.core.settings import ObservabilitySettings
 
 log = logging.getLogger("feedlot.metrics")
-
-FEEDLOT = "Feedlot"  # stands for the configured namespace (FEEDLOT_METRICS_NAMESPACE)
-COUNT = "Count"
-SECONDS = "Seconds"
-MILLISECONDS = "Milliseconds"
-PER_SECOND = "Count/Second"
 
 MAX_VALUES_PER_REQUEST = 1000  # PutMetricData: 1000 metric values (and 1 MB) per request
 MAX_VALUES_PER_DATUM = 150  # PutMetricData: at most 150 distinct values in one Values array
@@ -60,242 +42,12 @@ _MIN_ABS, _MAX_ABS = 8.515920e-109, 1.174271e108
 # Best effort: a short timeout and one retry, so an outage costs a load seconds, not minutes.
 _METRICS_CONFIG_CACHE: dict[float, Config] = {}
 
-Kind = Literal["count", "latency", "gauge", "rate"]
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """One metric: its name, unit, dimensions, who emits it and what it means."""
-
-    name: str
-    unit: str
-    dimensions: tuple[str, ...]
-    emitter: str
-    description: str
-    kind: Kind = "count"
-    namespace: str = FEEDLOT  # FEEDLOT: ours; else an AWS namespace (emitted by the service)
-    planned: bool = False  # registered for a layer not built yet: no emitter, on no dashboard
-
-    @property
-    def ours(self) -> bool:
-        return self.namespace == FEEDLOT
-
-
-def _m(*args: Any, **kwargs: Any) -> MetricSpec:
-    return MetricSpec(*args, **kwargs)
-
-
-_LAMBDAS = "lambdas/common.landing_metrics (sns_handler, api_handler, s3_handler; EMF)"
-_LOAD = "core.metrics.record_load (the batch load run)"
-_BACKLOG = "observability.sensors.backlog_metrics_sensor"
-_FRESHNESS = "observability.sensors.farm_freshness_sensor"
-_WORKER = "worker.bulk_import → core.metrics.record_worker_job"
-
-SPECS: tuple[MetricSpec, ...] = (
-    # --- landing Lambdas (dimension Source: sns | api | file) ---------------------------------
-    _m("RecordsReceived", COUNT, ("Source",), _LAMBDAS, "records in the event, request or file"),
-    _m("RecordsLanded", COUNT, ("Source",), _LAMBDAS, "records written to the raw zone"),
-    _m(
-        "RecordsRejected",
-        COUNT,
-        ("Source",),
-        _LAMBDAS,
-        "records already known bad when landed (API: the core rules; file: unparseable or "
-        "oversize); they land too and are filed as rejections by the load",
-    ),
-    _m(
-        "LandingLatency",
-        MILLISECONDS,
-        ("Source",),
-        _LAMBDAS,
-        "the event's own time (SNS publish, API request, S3 event) → objects landed and announced",
-        kind="latency",
-    ),
-    _m(
-        "LandingFailures",
-        COUNT,
-        ("Source",),
-        _LAMBDAS,
-        "invocations that failed (raised for Lambda's retry, or answered 503)",
-    ),
-    _m("RequestsRefused", COUNT, ("Source",), _LAMBDAS, "API requests answered 4xx"),
-    _m(
-        "LargeFilesHandedOff",
-        COUNT,
-        ("Source",),
-        _LAMBDAS,
-        "dropped files too large for the Lambda, sent to the EC2 worker",
-    ),
-    # --- Dagster batch load runs (dimension Job) ------------------------------------------------
-    _m("RowsLoaded", COUNT, ("Job",), _LOAD, "distinct rows loaded (inserted+updated+unchanged)"),
-    _m("RowsInserted", COUNT, ("Job",), _LOAD, "rows new to historico_consumo"),
-    _m("RowsUpdated", COUNT, ("Job",), _LOAD, "rows whose record changed (latest delivery wins)"),
-    _m("RowsUnchanged", COUNT, ("Job",), _LOAD, "rows already stored as they are"),
-    _m("RowsRejected", COUNT, ("Job",), _LOAD, "records filed in historico_consumo_rejeitados"),
-    _m(
-        "RowsRedelivered",
-        COUNT,
-        ("Job",),
-        _LOAD,
-        "records delivered again unchanged (no rejection, nothing written)",
-    ),
-    _m("PartitionsLoaded", COUNT, ("Job",), _LOAD, "farm × day partitions a run loaded"),
-    _m("RunDuration", SECONDS, ("Job",), _LOAD, "wall time of a load run", kind="latency"),
-    _m(
-        "EventToRowLatency",
-        SECONDS,
-        ("Job",),
-        _LOAD,
-        "row time − the landed object's time, one weighted sample per object and run "
-        "(CloudWatch computes p50/p95 over any period)",
-        kind="latency",
-    ),
-    _m(
-        "EventToRowLatencyP50",
-        SECONDS,
-        ("Job",),
-        _LOAD,
-        "a run's own event → row p50",
-        kind="gauge",
-    ),
-    _m(
-        "EventToRowLatencyP95",
-        SECONDS,
-        ("Job",),
-        _LOAD,
-        "a run's own event → row p95",
-        kind="gauge",
-    ),
-    _m(
-        "FarmRowsLoaded",
-        COUNT,
-        ("Fazenda",),
-        _LOAD,
-        "rows loaded per farm (one series per farm; `_unrouted` never has rows)",
-    ),
-    # --- backlog and freshness (observability sensors) ------------------------------------------
-    _m(
-        "QueueDepth",
-        COUNT,
-        ("Queue",),
-        _BACKLOG,
-        "messages waiting (ApproximateNumberOfMessages) per queue role: sensor, sensor-dlq, "
-        "large-files, large-files-dlq",
-        kind="gauge",
-    ),
-    _m(
-        "QueueInFlight",
-        COUNT,
-        ("Queue",),
-        _BACKLOG,
-        "messages received and not yet deleted (ApproximateNumberOfMessagesNotVisible)",
-        kind="gauge",
-    ),
-    _m(
-        "SilentFarms",
-        COUNT,
-        (),
-        _FRESHNESS,
-        "registered farms with no rows loaded for FEEDLOT_FARM_SILENCE_HOURS (26 h)",
-        kind="gauge",
-    ),
-    # --- EC2 worker jobs (dimension Job) ---------------------------------------------------------
-    _m("WorkerJobDuration", SECONDS, ("Job",), _WORKER, "wall time of a worker job", "latency"),
-    _m("WorkerRecords", COUNT, ("Job",), _WORKER, "records a worker job read"),
-    _m(
-        "WorkerRecordsPerSecond", PER_SECOND, ("Job",), _WORKER, "records/s of a worker job", "rate"
-    ),
-    # --- analytics -------------------------------------------------------------------------------
-    _m(
-        "SummaryDuration",
-        SECONDS,
-        ("Job",),
-        "analytics/refresh.py (analytics_refresh_job)",
-        "time to refresh the analytics of a run's partitions",
-        "latency",
-    ),
-    _m(
-        "DescribeDuration",
-        SECONDS,
-        ("Job",),
-        "analytics (planned)",
-        "time to build the describe summaries",
-        "latency",
-        planned=True,
-    ),
-    # --- AWS's own metrics the alarms and dashboards read ---------------------------------------
-    _m(
-        "ApproximateNumberOfMessagesVisible",
-        COUNT,
-        ("QueueName",),
-        "SQS",
-        "messages waiting",
-        "gauge",
-        namespace="AWS/SQS",
-    ),
-    _m(
-        "ApproximateAgeOfOldestMessage",
-        SECONDS,
-        ("QueueName",),
-        "SQS",
-        "age of the oldest message waiting",
-        "gauge",
-        namespace="AWS/SQS",
-    ),
-    _m("Errors", COUNT, ("FunctionName",), "Lambda", "failed invocations", namespace="AWS/Lambda"),
-    _m("Invocations", COUNT, ("FunctionName",), "Lambda", "invocations", namespace="AWS/Lambda"),
-    _m(
-        "Duration",
-        MILLISECONDS,
-        ("FunctionName",),
-        "Lambda",
-        "invocation time",
-        "latency",
-        namespace="AWS/Lambda",
-    ),
-    _m(
-        "5XXError",
-        COUNT,
-        ("ApiName", "Stage"),
-        "API Gateway",
-        "5xx answers",
-        namespace="AWS/ApiGateway",
-    ),
-    _m(
-        "4XXError",
-        COUNT,
-        ("ApiName", "Stage"),
-        "API Gateway",
-        "4xx answers",
-        namespace="AWS/ApiGateway",
-    ),
-    _m("Count", COUNT, ("ApiName", "Stage"), "API Gateway", "requests", namespace="AWS/ApiGateway"),
-    _m(
-        "NumberOfMessagesPublished",
-        COUNT,
-        ("TopicName",),
-        "SNS",
-        "messages published (on the failure topic: whole events given up on)",
-        namespace="AWS/SNS",
-    ),
-)
-
-REGISTRY: dict[tuple[str, str], MetricSpec] = {(s.namespace, s.name): s for s in SPECS}
-OURS: dict[str, MetricSpec] = {s.name: s for s in SPECS if s.ours}
-
-
-def spec(name: str, namespace: str = FEEDLOT) -> MetricSpec:
-    """The registered metric; KeyError for a name nobody registered (a programming error)."""
-    try:
-        return REGISTRY[(namespace, name)]
-    except KeyError:
-        raise KeyError(f"metric {namespace}/{name} is not in core.metrics.REGISTRY") from None
-
 
 # --- values ------------------------------------------------------------------------------------
 
 
-def _valid(value: float) -> bool:
+def valid_value(value: float) -> bool:
+    """Whether CloudWatch accepts ``value`` (one it refuses fails the whole request)."""
     return math.isfinite(value) and (value == 0 or _MIN_ABS <= abs(value) <= _MAX_ABS)
 
 
@@ -395,7 +147,8 @@ class FlushResult:
         )
 
 
-def _metrics_client(timeout: float) -> Any:
+def metrics_client(timeout: float) -> Any:
+    """The CloudWatch client of the emitters: short timeouts, one retry (best effort)."""
     from feedlot_pipeline.core.aws import client
 
     config = _METRICS_CONFIG_CACHE.get(timeout)
@@ -458,7 +211,7 @@ class MetricsBuffer:
             value = float(value)
             if count <= 0:
                 continue
-            if not _valid(value):
+            if not valid_value(value):
                 self._invalid += int(count)
                 continue
             counter[value] += int(count)
@@ -504,46 +257,35 @@ class MetricsBuffer:
         if not requests:
             return _logged(result, self.namespace)
         if not self.settings.metrics_enabled:
-            result.dropped += sum(_count(r) for r in requests)
+            result.dropped += sum(value_count(r) for r in requests)
             log.debug("metrics disabled (FEEDLOT_METRICS_ENABLED=false): %s", _summary(requests))
             return result
         try:
-            cloudwatch = _metrics_client(self.settings.metrics_timeout_seconds)
+            cloudwatch = metrics_client(self.settings.metrics_timeout_seconds)
         except Exception as err:  # noqa: BLE001 - best effort: never fail the caller
-            result.dropped += sum(_count(r) for r in requests)
+            result.dropped += sum(value_count(r) for r in requests)
             result.errors.append(f"{type(err).__name__}: {err}")
             return _logged(result, self.namespace)
         for data in requests:
             try:
                 cloudwatch.put_metric_data(Namespace=self.namespace, MetricData=data)
             except Exception as err:  # noqa: BLE001 - best effort: never fail the caller
-                result.dropped += _count(data)
+                result.dropped += value_count(data)
                 result.errors.append(f"{type(err).__name__}: {err}")
                 continue
-            result.sent += _count(data)
+            result.sent += value_count(data)
             result.requests += 1
         return _logged(result, self.namespace)
 
 
-def _count(data: Sequence[Mapping[str, Any]]) -> int:
+def value_count(data: Sequence[Mapping[str, Any]]) -> int:
+    """Values in a MetricData list (what PutMetricData's 1000-value limit counts)."""
     return sum(len(d.get("Values", ())) or 1 for d in data)
-
-
-def _by_request(data: list[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
-    """MetricData split into requests of at most ``MAX_VALUES_PER_REQUEST`` values."""
-    current: list[dict[str, Any]] = []
-    for datum in data:
-        if current and _count(current) + _count([datum]) > MAX_VALUES_PER_REQUEST:
-            yield current
-            current = []
-        current.append(datum)
-    if current:
-        yield current
 
 
 def _summary(requests: list[list[dict[str, Any]]]) -> str:
     names = sorted({d["MetricName"] for data in requests for d in data})
-    return f"{sum(_count(r) for r in requests)} value(s) of {', '.join(names)}"
+    return f"{sum(value_count(r) for r in requests)} value(s) of {', '.join(names)}"
 
 
 def _logged(result: FlushResult, namespace: str) -> FlushResult:
@@ -619,152 +361,3 @@ def record_worker_job(
     buffer.add("WorkerRecords", records, Job=job)
     buffer.add("WorkerRecordsPerSecond", records / seconds if seconds > 0 else 0.0, Job=job)
     return buffer.flush()
-
-
-# --- EMF → PutMetricData (what CloudWatch Logs does with an EMF line) ---------------------------
-
-
-def emf_to_metric_data(document: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Namespace → MetricData of one CloudWatch Embedded Metric Format document.
-
-    Per the EMF specification: each ``CloudWatchMetrics`` directive names a namespace, dimension
-    sets (lists of member names) and metrics (Name, Unit); each metric's value (a number or a list
-    of numbers) and each dimension's value are members of the document's root. One datum per
-    metric and dimension set.
-    """
-    aws = document.get("_aws") or {}
-    stamp = aws.get("Timestamp")
-    moment = (
-        datetime.fromtimestamp(stamp / 1000, timezone.utc)
-        if isinstance(stamp, int | float)
-        else datetime.now(timezone.utc)
-    )
-    out: dict[str, list[dict[str, Any]]] = {}
-    for directive in aws.get("CloudWatchMetrics") or []:
-        namespace = directive.get("Namespace")
-        if not isinstance(namespace, str):
-            continue
-        for metric in directive.get("Metrics") or []:
-            name = metric.get("Name")
-            raw = document.get(name)
-            values = raw if isinstance(raw, list) else [raw]
-            values = [float(v) for v in values if isinstance(v, int | float) and _valid(float(v))]
-            if not values:
-                continue
-            histogram = Counter(values)
-            for dimension_set in directive.get("Dimensions") or [[]]:
-                datum: dict[str, Any] = {
-                    "MetricName": name,
-                    "Timestamp": moment,
-                    "Dimensions": [
-                        {"Name": d, "Value": str(document.get(d))}
-                        for d in dimension_set
-                        if document.get(d) not in (None, "")
-                    ],
-                    "Values": list(histogram),
-                    "Counts": [float(c) for c in histogram.values()],
-                }
-                if metric.get("Unit"):
-                    datum["Unit"] = metric["Unit"]
-                if metric.get("StorageResolution") == 1:
-                    datum["StorageResolution"] = 1
-                out.setdefault(namespace, []).append(datum)
-    return out
-
-
-class EmfMirror:
-    """Sends EMF documents with PutMetricData from a background thread, coalesced.
-
-    Where no CloudWatch Logs extracts EMF lines from stdout (the local stack's Lambda bridge and
-    API gateway run the handlers in one long process) this does the extraction itself, off the
-    request path: an invocation only enqueues its document; the thread sends what gathered every
-    ``interval`` seconds in as few calls as PutMetricData allows. Best effort: a full queue or a
-    failed call drops metrics with a log line. ``flush()`` waits until everything queued so far
-    was sent (tests, process exit).
-    """
-
-    def __init__(self, interval: float = 0.5, max_pending: int = 10_000) -> None:
-        self.interval = interval
-        self._queue: queue.Queue[tuple[str, dict] | threading.Event] = queue.Queue(max_pending)
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self.dropped = 0
-
-    def submit(self, document: Mapping[str, Any], settings: ObservabilitySettings) -> None:
-        if not settings.metrics_enabled:
-            return
-        try:
-            self._queue.put_nowait((settings.metrics_timeout_seconds, dict(document)))
-        except queue.Full:
-            self.dropped += 1
-            log.warning("metrics dropped: EMF mirror queue full (%d pending)", self._queue.qsize())
-            return
-        self._ensure_thread()
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until what was submitted before this call is sent (or dropped)."""
-        if self._thread is None or not self._thread.is_alive():
-            return self._queue.empty()
-        done = threading.Event()
-        try:
-            self._queue.put(done, timeout=timeout)
-        except queue.Full:
-            return False
-        return done.wait(timeout)
-
-    def _ensure_thread(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._run, name="feedlot-emf-mirror", daemon=True
-                )
-                self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            batch = [first]
-            deadline = time.monotonic() + self.interval
-            while not isinstance(batch[-1], threading.Event):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(self._queue.get(timeout=remaining))
-                except queue.Empty:
-                    break
-            self._send([b for b in batch if not isinstance(b, threading.Event)])
-            for item in batch:
-                if isinstance(item, threading.Event):
-                    item.set()
-
-    def _send(self, batch: list[tuple[float, dict]]) -> None:
-        if not batch:
-            return
-        by_namespace: dict[str, list[dict[str, Any]]] = {}
-        timeout = batch[-1][0]
-        for _, document in batch:
-            try:
-                for namespace, data in emf_to_metric_data(document).items():
-                    by_namespace.setdefault(namespace, []).extend(data)
-            except Exception as err:  # noqa: BLE001 - a malformed document is dropped alone
-                log.warning("metrics dropped: not an EMF document (%s)", err)
-        for namespace, data in by_namespace.items():
-            for chunk in _by_request(data):
-                try:
-                    _metrics_client(timeout).put_metric_data(Namespace=namespace, MetricData=chunk)
-                except Exception as err:  # noqa: BLE001 - best effort
-                    self.dropped += _count(chunk)
-                    log.warning(
-                        "metrics dropped (best effort): %d EMF value(s) to %s not sent: %s: %s",
-                        _count(chunk),
-                        namespace,
-                        type(err).__name__,
-                        err,
-                    )
-
-
-emf_mirror = EmfMirror()
-atexit.register(emf_mirror.flush, 5.0)

@@ -16,7 +16,7 @@
   on stdout, which CloudWatch Logs turns into metrics in AWS Lambda (no PutMetricData call, no IAM
   grant, nothing added to the invocation's time). Outside the Lambda runtime nothing reads EMF
   from stdout, so there (the local stack) the same document is also sent with PutMetricData by a
-  background thread (``core.metrics.emf_mirror``; ``FEEDLOT_METRICS_EMF_MIRROR``).
+  background thread (``core.emf.emf_mirror``; ``FEEDLOT_METRICS_EMF_MIRROR``).
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
 from aws_lambda_powertools.utilities import parameters
 
 from feedlot_pipeline.core import client_map as client_map_doc
-from feedlot_pipeline.core import metrics as feedlot_metrics
 from feedlot_pipeline.core.aws import client
+from feedlot_pipeline.core.emf import emf_mirror
+from feedlot_pipeline.core.metric_registry import spec as metric_spec
 from feedlot_pipeline.core.settings import ObservabilitySettings, Settings
 
 logger = Logger(service="feedlot-landing")
@@ -186,7 +187,7 @@ def reset_client_map() -> None:
 
 
 class LandingMetrics:
-    """One invocation's metrics, dimension ``Source``; names from ``core.metrics.REGISTRY``.
+    """One invocation's metrics, dimension ``Source``; names from ``core.metric_registry.REGISTRY``.
 
     A Powertools ``Metrics`` over a provider of its own: Powertools keeps the metric set of every
     ``Metrics()`` built without a provider in class attributes shared by all instances, which the
@@ -205,7 +206,7 @@ class LandingMetrics:
         self.started = time.time()
 
     def add(self, name: str, value: float) -> None:
-        spec = feedlot_metrics.spec(name)
+        spec = metric_spec(name)
         self.metrics.add_metric(name=name, unit=spec.unit, value=value)
 
     def latency_since(self, moment: datetime | None) -> None:
@@ -224,7 +225,7 @@ class LandingMetrics:
             document = self.metrics.serialize_metric_set() if mirror else None
             self.metrics.flush_metrics()  # the EMF line on stdout
             if document is not None:
-                feedlot_metrics.emf_mirror.submit(document, self.settings)
+                emf_mirror.submit(document, self.settings)
             return document
         except Exception as err:  # noqa: BLE001 - metrics never fail a landing
             logger.warning("metrics dropped", extra={"error": f"{type(err).__name__}: {err}"})

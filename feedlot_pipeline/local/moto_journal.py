@@ -1,4 +1,4 @@
-"""moto's side of the durable local lake: which changes to journal, how to capture and replay them.
+"""moto's side of the durable local lake: which changes to journal, when, and replaying them.
 
 Runs inside the local stack's moto process (``moto_server.py``). Hooks on moto's S3 and SQS
 backends note what a request changes — an S3 object, a bucket, a durable queue or its messages —
@@ -9,7 +9,8 @@ sent (``JournaledApp``), the *resulting state* of what it touched is read from m
 to the journal (``journal.py``). So an answered write is on disk, and a write that was never
 answered may be lost, as with S3 itself.
 
-What is kept: every bucket (and its configuration: encryption, public access block, notification
+What a record holds, and how it is read from moto and put back, is ``moto_records``. What is
+kept: every bucket (and its configuration: encryption, public access block, notification
 configuration…) with the current version of each object (bytes, user metadata, content type,
 ETag, Last-Modified, tags, checksum, encryption); the durable queues named at start (dead-letter
 queues and the failures inbox) with their attributes and messages (body, message attributes,
@@ -21,52 +22,16 @@ in-progress multipart uploads.
 
 from __future__ import annotations
 
-import base64
 import inspect
-import logging
-import pickle
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
 from typing import Any
 
+from feedlot_pipeline.local import moto_records
 from feedlot_pipeline.local.journal import RESET, Index, Journal, encode
+from feedlot_pipeline.local.moto_records import KINDS
 
-log = logging.getLogger("feedlot.moto")
-
-KINDS = ("bucket", "object", "queue", "message")  # replay order: parents first
-# Bucket configuration kept with the bucket (pickled moto objects; provisioning sets it again
-# on every `feedlot local up`, so a configuration that cannot be restored is only logged).
-BUCKET_CONFIG = (
-    "versioning_status",
-    "rules",
-    "policy",
-    "website_configuration",
-    "acl",
-    "cors",
-    "logging",
-    "notification_configuration",
-    "accelerate_configuration",
-    "payer",
-    "creation_date",
-    "public_access_block",
-    "encryption",
-    "object_lock_enabled",
-    "default_lock_mode",
-    "default_lock_days",
-    "default_lock_years",
-    "ownership_rule",
-)
-# Queue attributes that cannot be set (moto computes them).
-READ_ONLY_QUEUE_ATTRIBUTES = {
-    "ApproximateNumberOfMessages",
-    "ApproximateNumberOfMessagesDelayed",
-    "ApproximateNumberOfMessagesNotVisible",
-    "CreatedTimestamp",
-    "LastModifiedTimestamp",
-    "QueueArn",
-}
 # S3 backend methods that change buckets or objects (the others read). Objects changed inside
 # another method (copy_object → put_object, delete_objects → delete_object, Firehose →
 # put_object) are seen through the inner call.
@@ -100,32 +65,6 @@ SQS_MESSAGE_CHANGES = (
 
 Ref = tuple  # ("object", account, partition, bucket, key) | ("bucket", account, partition,
 # bucket) | ("queue", account, region, name) | ("message", account, region, name)
-
-
-# --- JSON with bytes -----------------------------------------------------------------------------
-
-
-def _plain(value: Any) -> Any:
-    """JSON-able: bytes become {"$b64": …}, tuples lists, sets sorted lists."""
-    if isinstance(value, bytes | bytearray):
-        return {"$b64": base64.b64encode(bytes(value)).decode()}
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, set):
-        return sorted(_plain(v) for v in value)
-    return value
-
-
-def _restored(value: Any) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {"$b64"}:
-            return base64.b64decode(value["$b64"])
-        return {k: _restored(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_restored(v) for v in value]
-    return value
 
 
 # --- the state ----------------------------------------------------------------------------------
@@ -192,49 +131,22 @@ class DurableState:
     def _capture(self, ref: Ref) -> list[bytes]:
         kind = ref[0]
         if kind == "object":
-            return _capture_object(*ref[1:])
+            return moto_records.capture_object(*ref[1:])
         if kind == "bucket":
-            return _capture_bucket(*ref[1:])
+            return moto_records.capture_bucket(*ref[1:])
         if kind == "queue":
             return self._capture_queue(*ref[1:])
         return self._capture_messages(*ref[1:])
 
     def _capture_queue(self, account: str, region: str, name: str) -> list[bytes]:
-        from moto.sqs.models import sqs_backends
-
-        ident = [account, region, name]
-        queue = sqs_backends[account][region].queues.get(name)
-        if queue is None:
+        record = moto_records.capture_queue(account, region, name)
+        if record is None:
             self._journaled.pop((account, region, name), None)
-            return [encode({"k": "queue", "op": "del", "id": ident})]
-        attributes = {
-            key: value if isinstance(value, str) else str(value)
-            for key, value in queue.attributes.items()
-            if key not in READ_ONLY_QUEUE_ATTRIBUTES and value is not None
-        }
-        header = {"k": "queue", "id": ident, "attributes": attributes, "tags": dict(queue.tags)}
-        return [encode(header), *self._capture_messages(account, region, name)]
+            return [moto_records.deleted("queue", [account, region, name])]
+        return [record, *self._capture_messages(account, region, name)]
 
     def _capture_messages(self, account: str, region: str, name: str) -> list[bytes]:
-        from moto.sqs.models import sqs_backends
-
-        queue = sqs_backends[account][region].queues.get(name)
-        if queue is None:
-            return []
-        held = self._journaled.setdefault((account, region, name), set())
-        current = list(queue._messages)
-        records = []
-        for message in current:
-            if message.id not in held:
-                records.append(_message_record(account, region, name, message))
-                held.add(message.id)
-        gone = held - {m.id for m in current}
-        for message_id in gone:
-            records.append(
-                encode({"k": "message", "op": "del", "id": [account, region, name, message_id]})
-            )
-        held -= gone
-        return records
+        return moto_records.capture_messages(self._journaled, account, region, name)
 
     # --- replay ---------------------------------------------------------------------------------
 
@@ -247,17 +159,17 @@ class DurableState:
         for header, body in self.journal.replay_order(index, KINDS):
             kind = header["k"]
             if kind == "bucket":
-                _replay_bucket(header, body)
+                moto_records.replay_bucket(header, body)
             elif kind == "object":
                 where = (header["id"][0], header["id"][1])
                 if where not in backends:
-                    backends[where] = _s3_backend(*where)
-                _replay_object(backends[where], header, body)
+                    backends[where] = moto_records.s3_backend(*where)
+                moto_records.replay_object(backends[where], header, body)
                 size += len(body)
             elif kind == "queue":
-                _replay_queue(header)
+                moto_records.replay_queue(header)
             else:
-                _replay_message(header, body)
+                moto_records.replay_message(header, body)
                 account, region, name, message_id = header["id"]
                 self._journaled.setdefault((account, region, name), set()).add(message_id)
             counts[kind] += 1
@@ -347,181 +259,6 @@ class DurableState:
 
 def _is_s3_change(name: str) -> bool:
     return any(name == c or (c.endswith("_") and name.startswith(c)) for c in S3_CHANGES)
-
-
-# --- S3 ------------------------------------------------------------------------------------------
-
-
-def _s3_backend(account: str, partition: str) -> Any:
-    from moto.s3.models import s3_backends
-
-    return s3_backends[account][partition]
-
-
-def _capture_bucket(account: str, partition: str, name: str) -> list[bytes]:
-    ident = [account, partition, name]
-    bucket = _s3_backend(account, partition).buckets.get(name)
-    if bucket is None:
-        return [encode({"k": "bucket", "op": "del", "id": ident})]
-    config = {attr: getattr(bucket, attr) for attr in BUCKET_CONFIG if hasattr(bucket, attr)}
-    try:
-        body = pickle.dumps(config)
-    except Exception as err:  # noqa: BLE001 - kept without its configuration
-        log.warning("bucket %s: configuration not kept (%s)", name, err)
-        body = b""
-    return [encode({"k": "bucket", "id": ident, "region": bucket.region_name}, body)]
-
-
-def _capture_object(account: str, partition: str, bucket_name: str, key_name: str) -> list[bytes]:
-    from moto.s3.models import FakeKey
-
-    ident = [account, partition, bucket_name, key_name]
-    backend = _s3_backend(account, partition)
-    bucket = backend.buckets.get(bucket_name)
-    key = bucket.keys.get(key_name) if bucket is not None else None
-    if not isinstance(key, FakeKey):  # gone, or a delete marker
-        return [encode({"k": "object", "op": "del", "id": ident})]
-    try:
-        value = key.value
-        etag = key.etag.strip('"')
-    except ValueError:  # replaced by a concurrent request since: that request journals it
-        return []
-    header = {
-        "k": "object",
-        "id": ident,
-        "metadata": _plain(dict(key.metadata)),
-        "etag": etag,
-        "last_modified": key.last_modified.isoformat(),
-    }
-    optional = {  # written only when set: a smaller header is a faster replay
-        "storage": None if key._storage_class == "STANDARD" else key._storage_class,
-        "version_id": None if key._version_id == "null" else key._version_id,
-        "encryption": key.encryption,
-        "kms_key_id": key.kms_key_id,
-        "bucket_key_enabled": _plain(key.bucket_key_enabled) or None,
-        "lock": [key.lock_mode, key.lock_legal_status, key.lock_until],
-        "checksum": [
-            key.checksum_algorithm,
-            key.checksum_value,
-            key.checksum_type,
-            key.checksum_parts,
-        ],
-        "website_redirect_location": key.website_redirect_location,
-        "tags": backend.tagger.get_tag_dict_for_resource(key.arn),
-    }
-    header |= {
-        name: value
-        for name, value in optional.items()
-        if value and (not isinstance(value, list) or any(value))
-    }
-    return [encode(header, value)]
-
-
-def _replay_bucket(header: dict, body: bytes) -> None:
-    account, partition, name = header["id"]
-    backend = _s3_backend(account, partition)
-    bucket = backend.buckets.get(name) or backend.create_bucket(name, header["region"])
-    if not body:
-        return
-    try:
-        config = pickle.loads(body)  # noqa: S301 - our own journal, in our own state folder
-    except Exception as err:  # noqa: BLE001 - provisioning sets it again
-        log.warning("bucket %s: configuration not restored (%s)", name, err)
-        return
-    for attr, value in config.items():
-        setattr(bucket, attr, value)
-
-
-def _replay_object(backend: Any, header: dict, body: bytes) -> None:
-    bucket_name, key_name = header["id"][2:]
-    lock_mode, lock_legal_status, lock_until = header.get("lock") or (None, None, None)
-    algorithm, checksum, checksum_type, parts = header.get("checksum") or (None,) * 4
-    key = backend.put_object(
-        bucket_name,
-        key_name,
-        body,
-        storage=header.get("storage"),
-        etag=header["etag"],
-        encryption=header.get("encryption"),
-        kms_key_id=header.get("kms_key_id"),
-        bucket_key_enabled=_restored(header.get("bucket_key_enabled")),
-        lock_mode=lock_mode,
-        lock_legal_status=lock_legal_status,
-        lock_until=lock_until,
-        checksum_value=checksum,
-        disable_notification=True,  # a replayed object is not a new one
-    )
-    metadata = key._metadata
-    for name, value in _restored(header["metadata"]).items():
-        metadata[name] = value
-    key.last_modified = datetime.fromisoformat(header["last_modified"])
-    if "version_id" in header:
-        key._version_id = header["version_id"]
-    if algorithm or checksum_type or parts:
-        key.checksum_algorithm, key.checksum_type = algorithm, checksum_type
-        key.checksum_parts = parts
-    key.website_redirect_location = header.get("website_redirect_location")
-    if header.get("tags"):
-        backend.tagger.tag_resource(
-            key.arn, [{"Key": k, "Value": v} for k, v in header["tags"].items()]
-        )
-
-
-# --- SQS -----------------------------------------------------------------------------------------
-
-
-def _message_record(account: str, region: str, queue: str, message: Any) -> bytes:
-    header = {
-        "k": "message",
-        "id": [account, region, queue, message.id],
-        "message_attributes": _plain(message.message_attributes),
-        "system_attributes": _plain(message.system_attributes),
-        "sender_id": message.sender_id,
-        "sent_timestamp": message.sent_timestamp,
-        "first_receive_timestamp": message.approximate_first_receive_timestamp,
-        "receive_count": message.approximate_receive_count,
-        "deduplication_id": message.deduplication_id,
-        "group_id": message.group_id,
-        "sequence_number": message.sequence_number,
-        "delayed_until": message.delayed_until,
-    }
-    return encode(header, message.body.encode("utf-8"))
-
-
-def _replay_queue(header: dict) -> None:
-    from moto.sqs.models import sqs_backends
-
-    account, region, name = header["id"]
-    backend = sqs_backends[account][region]
-    attributes = dict(header["attributes"])
-    if name in backend.queues:
-        backend.set_queue_attributes(name, attributes)
-    else:
-        try:
-            backend.create_queue(name, **attributes)
-        except Exception as err:  # noqa: BLE001 - e.g. a redrive target that is not kept
-            log.warning("queue %s: created without its redrive policy (%s)", name, err)
-            attributes.pop("RedrivePolicy", None)
-            backend.create_queue(name, **attributes)
-    backend.queues[name].tags = dict(header.get("tags") or {})
-
-
-def _replay_message(header: dict, body: bytes) -> None:
-    from moto.sqs.models import Message, sqs_backends
-
-    account, region, name, message_id = header["id"]
-    queue = sqs_backends[account][region].queues[name]
-    message = Message(message_id, body.decode("utf-8"), _restored(header["system_attributes"]))
-    message.message_attributes = _restored(header["message_attributes"])
-    message.sender_id = header["sender_id"]
-    message.sent_timestamp = header["sent_timestamp"]
-    message.approximate_first_receive_timestamp = header["first_receive_timestamp"]
-    message.approximate_receive_count = header["receive_count"]
-    message.deduplication_id = header["deduplication_id"]
-    message.group_id = header["group_id"]
-    message.sequence_number = header["sequence_number"]
-    message.delayed_until = header["delayed_until"]
-    queue._messages.append(message)  # visible at once, as after a receive's timeout
 
 
 # --- the WSGI side -------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from feedlot_pipeline.core.metrics import OURS, MetricSpec
+from feedlot_pipeline.core.metric_registry import OURS, MetricSpec
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 MAX_QUERIES = 500  # GetMetricData: queries per request
@@ -247,7 +247,7 @@ def render(view: MetricsView, endpoint: str | None = None) -> str:
 
 def show(minutes: int = 15, namespace: str | None = None) -> str:
     """The view as text, for this environment's CloudWatch (``make demo`` prints it)."""
-    from feedlot_pipeline.core.metrics import emf_mirror
+    from feedlot_pipeline.core.emf import emf_mirror
     from feedlot_pipeline.core.settings import ObservabilitySettings, Settings
 
     emf_mirror.flush(5)  # this process's own EMF lines, if it ran handlers

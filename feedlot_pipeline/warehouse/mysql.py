@@ -1,4 +1,4 @@
-"""MySQL/MariaDB side of the warehouse: the same latest-landing-wins merge as PostgreSQL.
+"""MySQL/MariaDB side of the warehouse: the latest-landing-wins merge of PostgreSQL, rejections.
 
 A chunk is written to a session-local TEMPORARY staging table (batched multi-row INSERT), then,
 in one transaction: classify each staged row against the stored one per raw object, archive the
@@ -21,6 +21,7 @@ from feedlot_pipeline.warehouse.batches import (
     VERSION_COLUMNS,
     LoadCounts,
 )
+from feedlot_pipeline.warehouse.schema import historico_consumo_rejeitados
 
 BATCH = 2_000
 STAGE = "feedlot_stage_consumo"
@@ -135,3 +136,15 @@ def stored_rows(engine: Any, ids: Sequence[str], select_sql: str) -> list[tuple]
             found = list(cur.fetchall())
             cur.execute(f"DELETE FROM {IDS}")
             return found
+
+
+def upsert_rejections(conn: Any, values: list[dict[str, Any]]) -> None:
+    """Write rejection rows in the caller's transaction; a stored (object, line) is replaced."""
+    from sqlalchemy.dialects.mysql import insert
+
+    table = historico_consumo_rejeitados
+    stmt = insert(table)
+    update = [c.name for c in table.columns][2:]  # all but the key (raw_object_key, line_no)
+    stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in update})
+    for start in range(0, len(values), 5_000):
+        conn.execute(stmt, values[start : start + 5_000])

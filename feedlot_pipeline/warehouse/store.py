@@ -12,7 +12,6 @@ rejections are keyed by (object, line).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from feedlot_pipeline.core.lake import check_farm
-from feedlot_pipeline.core.records import RULES, UNROUTED_FARM
+from feedlot_pipeline.core.records import UNROUTED_FARM
 from feedlot_pipeline.warehouse import mysql, postgres
 from feedlot_pipeline.warehouse.batches import (
     REQUIRED_COLUMNS,
@@ -50,7 +49,6 @@ __all__ = [
     "LedgerEntry",
     "LoadCounts",
     "Rejection",
-    "StoredRow",
     "Warehouse",
     "WarehouseConfigError",
     "create_warehouse_engine",
@@ -63,34 +61,6 @@ UTC = timezone.utc
 MAX_RAW_RECORD_CHARS = 1_000_000
 MAX_REASON_CHARS = 2_000
 _KEY_BATCH = 1_000
-_REJECT_COLUMNS = tuple(c.name for c in historico_consumo_rejeitados.columns)
-_PG_REJECT_TYPES = [
-    "text",
-    "int4",
-    "text",
-    "date",
-    "text",
-    "text",
-    "text",
-    "text",
-    "timestamptz",
-    "text",
-    "int8",
-]
-_PG_REJECT_STAGE = "feedlot_stage_rejeitados"
-_PG_REJECT_STAGE_DDL = (
-    f"CREATE TEMP TABLE IF NOT EXISTS {_PG_REJECT_STAGE} "
-    "(LIKE historico_consumo_rejeitados INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-)
-_PG_REJECT_COPY_SQL = (
-    f"COPY {_PG_REJECT_STAGE} ({', '.join(_REJECT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-)
-_PG_REJECT_MERGE_SQL = f"""
-INSERT INTO historico_consumo_rejeitados ({", ".join(_REJECT_COLUMNS)})
-SELECT {", ".join(_REJECT_COLUMNS)} FROM {_PG_REJECT_STAGE}
-ON CONFLICT (raw_object_key, line_no) DO UPDATE SET
-    {", ".join(f"{c} = EXCLUDED.{c}" for c in _REJECT_COLUMNS[2:])}
-"""
 # What the checks read back of the rows a load wrote (joined on the ids it sent).
 _VERIFY_COLUMNS = (
     "id_treated_data",
@@ -107,10 +77,6 @@ _VERIFY_SQL = (
     f"SELECT {', '.join(f'h.{c}' for c in _VERIFY_COLUMNS)}, {_NULLS} "
     "FROM {ids} AS i JOIN historico_consumo AS h ON h.id_treated_data = i.id_treated_data"
 )
-
-
-class StoredRow(tuple):
-    """One row read back for the checks: ``_VERIFY_COLUMNS`` then the count of null columns."""
 
 
 def _cap(text: str, limit: int) -> str:
@@ -456,23 +422,9 @@ class Warehouse:
             return
         values = list({(v["raw_object_key"], v["line_no"]): v for v in values}.values())
         if self.dialect == "postgresql":
-            # COPY into a staging table, then one INSERT … ON CONFLICT: ~20x faster than an
-            # executemany when a bulk load rejects tens of thousands of lines.
-            pg = conn.connection.driver_connection
-            with pg.cursor() as cur:
-                cur.execute(_PG_REJECT_STAGE_DDL)
-                with cur.copy(_PG_REJECT_COPY_SQL) as copy:
-                    copy.set_types(_PG_REJECT_TYPES)
-                    for v in values:
-                        copy.write_row([v[c] for c in _REJECT_COLUMNS])
-                cur.execute(_PG_REJECT_MERGE_SQL)
-            return
-        from sqlalchemy.dialects.mysql import insert
-
-        stmt = insert(historico_consumo_rejeitados)
-        stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in _REJECT_COLUMNS[2:]})
-        for start in range(0, len(values), 5_000):
-            conn.execute(stmt, values[start : start + 5_000])
+            postgres.upsert_rejections(conn, values)
+        else:
+            mysql.upsert_rejections(conn, values)
 
     # --- the load ledger -----------------------------------------------------------------------
 
@@ -556,22 +508,3 @@ class Warehouse:
         if self.dialect == "postgresql":
             return value
         return value.astimezone(UTC).replace(tzinfo=None)
-
-
-def _consumo_meta_mismatches(rows: Any, tolerance: float = 1e-6) -> tuple[int, set[str]]:
-    """Rows whose consumo_meta differs from what their recorded rule computes (or has no rule)."""
-    mismatches = 0
-    unknown: set[str] = set()
-    for regra, peso_medio, peso_entrada, dia, meta in rows:
-        rule = RULES.get(regra)
-        if rule is None:
-            unknown.add(str(regra))
-            mismatches += 1
-            continue
-        if None in (peso_medio, peso_entrada, dia, meta):
-            mismatches += 1
-            continue
-        expected = rule.compute(float(peso_medio), float(peso_entrada), int(dia))
-        if not math.isclose(expected, float(meta), rel_tol=0.0, abs_tol=tolerance):
-            mismatches += 1
-    return mismatches, unknown

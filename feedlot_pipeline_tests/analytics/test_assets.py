@@ -8,18 +8,17 @@ from datetime import date
 import dagster as dg
 import pytest
 
-from feedlot_pipeline.analytics import partition as part
-from feedlot_pipeline.analytics.assets import (
-    FARM_DAY_ASSETS,
-    PARTITION_CHECKS,
-    REPORT_ASSETS,
-    AnalyticsResource,
+from feedlot_pipeline.analytics import outcomes, per_asset
+from feedlot_pipeline.analytics.assets import FARM_DAY_ASSETS, REPORT_ASSETS
+from feedlot_pipeline.analytics.checks import PARTITION_CHECKS
+from feedlot_pipeline.analytics.curated import HISTORICO
+from feedlot_pipeline.analytics.events import (
     blocked_by_checks,
     log_partition_events,
     partition_events,
 )
-from feedlot_pipeline.analytics.curated import HISTORICO
 from feedlot_pipeline.analytics.partition import refresh_partitions
+from feedlot_pipeline.analytics.resources import AnalyticsResource
 from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.definitions import defs
 from feedlot_pipeline.ingestion.partitions import (
@@ -102,7 +101,7 @@ def test_row_count_check_fails_when_the_parquet_file_is_gone(analytics_env, inst
         Bucket=env.targets.bucket, Key=HISTORICO.key("curated/", "fazenda_um", D1)
     )
     with Warehouse(env.warehouse_url) as wh:
-        outcome = part.stored_row_count_outcome(wh, env.targets, HISTORICO, "fazenda_um", D1)
+        outcome = per_asset.stored_row_count_outcome(wh, env.targets, HISTORICO, "fazenda_um", D1)
     assert outcome.passed is False and outcome.metadata["warehouse_rows"] == 2
     assert "no Parquet file" in outcome.description
 
@@ -134,7 +133,7 @@ def test_batch_run_logs_materializations_and_checks_per_partition(analytics_env,
         )
     storage = instance.event_log_storage
     record = storage.get_asset_check_execution_history(
-        dg.AssetCheckKey(dg.AssetKey("consumo_diario"), part.CHECK_ANOMALIES), limit=10
+        dg.AssetCheckKey(dg.AssetKey("consumo_diario"), outcomes.CHECK_ANOMALIES), limit=10
     )
     by_partition = {r.event.dagster_event.event_specific_data.partition: r for r in record}
     assert by_partition[KEY].event.dagster_event.event_specific_data.passed is False

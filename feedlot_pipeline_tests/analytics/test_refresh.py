@@ -11,12 +11,12 @@ import dagster as dg
 import pytest
 from sqlalchemy import text
 
-from feedlot_pipeline.analytics.assets import AnalyticsResource
 from feedlot_pipeline.analytics.refresh import (
     JOB_NAME,
     analytics_refresh_job,
     build_analytics_refresh_sensor,
 )
+from feedlot_pipeline.analytics.resources import AnalyticsResource
 from feedlot_pipeline.ingestion.partitions import farm_day_key, farms_partitions
 from feedlot_pipeline.warehouse.checks import CHECK_NAME, HISTORICO_CONSUMO
 from feedlot_pipeline.warehouse.resources import WarehouseResource

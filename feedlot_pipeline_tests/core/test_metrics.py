@@ -1,4 +1,5 @@
-"""core.metrics: the registry, the buffer's PutMetricData batches, latency statistics, EMF.
+"""core.metric_registry, core.metrics, core.emf: the registry, the buffer's PutMetricData batches,
+latency statistics, EMF.
 
 Against the moto server's CloudWatch: what is emitted is read back with GetMetricStatistics /
 ListMetrics, in a namespace of each test's own (``metrics_ns``).
@@ -17,6 +18,8 @@ from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import (
     AmazonCloudWatchEMFProvider,
 )
 
+from feedlot_pipeline.core import emf
+from feedlot_pipeline.core import metric_registry as registry
 from feedlot_pipeline.core import metrics as m
 from feedlot_pipeline.core.settings import ObservabilitySettings
 from feedlot_pipeline.local.services import free_port
@@ -29,19 +32,24 @@ T0 = datetime(2024, 3, 18, 12, 0, tzinfo=timezone.utc)
 
 
 def test_registry_names_are_unique_and_low_cardinality() -> None:
-    assert len(m.REGISTRY) == len(m.SPECS)
+    assert len(registry.REGISTRY) == len(registry.SPECS)
     allowed = {"Source", "Job", "Queue", "Fazenda"}
-    for spec in m.SPECS:
+    for spec in registry.SPECS:
         if spec.ours:
             assert set(spec.dimensions) <= allowed, spec
-            assert spec.unit in {m.COUNT, m.SECONDS, m.MILLISECONDS, m.PER_SECOND}, spec
+            assert spec.unit in {
+                registry.COUNT,
+                registry.SECONDS,
+                registry.MILLISECONDS,
+                registry.PER_SECOND,
+            }, spec
     # The only per-farm series; everything else has a handful of values per dimension.
-    assert [s.name for s in m.SPECS if "Fazenda" in s.dimensions] == ["FarmRowsLoaded"]
+    assert [s.name for s in registry.SPECS if "Fazenda" in s.dimensions] == ["FarmRowsLoaded"]
 
 
 def test_unknown_names_and_wrong_dimensions_are_programming_errors() -> None:
     buffer = m.MetricsBuffer()
-    with pytest.raises(KeyError, match="not in core.metrics.REGISTRY"):
+    with pytest.raises(KeyError, match="not in core.metric_registry.REGISTRY"):
         buffer.add("RowsLoadedd", 1, Job="j")
     with pytest.raises(ValueError, match="dimensions"):
         buffer.add("RowsLoaded", 1, Source="sns")
@@ -182,7 +190,7 @@ def test_record_load_emits_every_load_metric(metrics_ns: str) -> None:
     job = (("Job", "ingest_batch"),)
     names = metric_names(metrics_ns)
     assert {n for n, d in names if d == job} == {
-        s.name for s in m.SPECS if s.emitter == m._LOAD and s.dimensions == ("Job",)
+        s.name for s in registry.SPECS if s.emitter == registry._LOAD and s.dimensions == ("Job",)
     }
     assert ("FarmRowsLoaded", (("Fazenda", "fazenda_dois"),)) in names
     assert metric_stats(metrics_ns, "RowsRejected", Job="ingest_batch")["Sum"] == 7
@@ -207,7 +215,7 @@ def _powertools_document(namespace: str) -> dict:
 
 def test_emf_document_translates_as_cloudwatch_logs_would() -> None:
     doc = _powertools_document("NS")
-    data = m.emf_to_metric_data(doc)
+    data = emf.emf_to_metric_data(doc)
     assert list(data) == ["NS"]
     by_name = {d["MetricName"]: d for d in data["NS"]}
     assert by_name["RecordsReceived"]["Values"] == [3.0]
@@ -216,11 +224,11 @@ def test_emf_document_translates_as_cloudwatch_logs_would() -> None:
     assert by_name["LandingLatency"]["Dimensions"] == [{"Name": "Source", "Value": "api"}]
     stamp = by_name["RecordsReceived"]["Timestamp"]
     assert abs((datetime.now(timezone.utc) - stamp).total_seconds()) < 60
-    assert m.emf_to_metric_data({"_aws": {}}) == {}
+    assert emf.emf_to_metric_data({"_aws": {}}) == {}
 
 
 def test_emf_mirror_sends_in_the_background(metrics_ns: str) -> None:
-    mirror = m.EmfMirror(interval=0.1)
+    mirror = emf.EmfMirror(interval=0.1)
     settings = ObservabilitySettings()
     for _ in range(3):
         mirror.submit(_powertools_document(metrics_ns), settings)

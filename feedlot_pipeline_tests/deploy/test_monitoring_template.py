@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from feedlot_pipeline.core import metrics as m
+from feedlot_pipeline.core import metric_registry as registry
 from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.settings import DEFAULTS
 from feedlot_pipeline_tests.deploy.cfn import TEMPLATE_DIR, load_template, render, resources
@@ -77,10 +77,10 @@ def _alarm_metric(props: dict) -> tuple[str, str, tuple[str, ...]]:
         (query,) = props["Metrics"]
         found = INSIGHTS.match(render(query["Expression"]))
         assert found, query
-        namespace = m.FEEDLOT if found["ns"] == "MetricsNamespace" else found["ns"]
+        namespace = registry.FEEDLOT if found["ns"] == "MetricsNamespace" else found["ns"]
         return namespace, found["name"], tuple(d.strip() for d in found["dims"].split(","))
     namespace = props["Namespace"]
-    namespace = m.FEEDLOT if namespace == {"Ref": "MetricsNamespace"} else namespace
+    namespace = registry.FEEDLOT if namespace == {"Ref": "MetricsNamespace"} else namespace
     return namespace, props["MetricName"], tuple(d["Name"] for d in props.get("Dimensions", []))
 
 
@@ -88,7 +88,7 @@ def test_every_alarm_reads_a_registered_metric_and_notifies_the_alerts_topic() -
     for logical_id, alarm in ALARMS.items():
         props = alarm["Properties"]
         namespace, name, dims = _alarm_metric(props)
-        spec = m.spec(name, namespace)
+        spec = registry.spec(name, namespace)
         assert not spec.planned
         assert sorted(dims) == sorted(spec.dimensions), logical_id
         assert props["AlarmActions"] == [{"Ref": "AlertsTopic"}], logical_id
@@ -118,8 +118,8 @@ def test_the_issue_alarm_list_is_covered() -> None:
     }
     names = {(ns, name) for ns, name, _ in read.values()}
     assert ("AWS/ApiGateway", "5XXError") in names
-    assert (m.FEEDLOT, "EventToRowLatencyP95") in names
-    assert (m.FEEDLOT, "SilentFarms") in names
+    assert (registry.FEEDLOT, "EventToRowLatencyP95") in names
+    assert (registry.FEEDLOT, "SilentFarms") in names
     assert ("AWS/SNS", "NumberOfMessagesPublished") in names
     silent = ALARMS["SilentFarmsAlarm"]["Properties"]
     assert (silent["Statistic"], silent["TreatMissingData"]) == ("Minimum", "breaching")

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from feedlot_pipeline.core.metrics import emf_mirror
+from feedlot_pipeline.core.emf import emf_mirror
 from feedlot_pipeline.lambdas import api_handler, common, sns_handler
 from feedlot_pipeline_tests.helpers import (
     Context,

@@ -13,11 +13,13 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from feedlot_pipeline.core import metric_registry as registry
 from feedlot_pipeline.core import metrics as m
-from feedlot_pipeline.core.metrics import emf_mirror
+from feedlot_pipeline.core.emf import emf_mirror
 from feedlot_pipeline.ingestion.partitions import farm_day_key, farms_partitions
 from feedlot_pipeline.lambdas import sns_handler
 from feedlot_pipeline.observability import dashboards
+from feedlot_pipeline.observability.panels import all_panels
 from feedlot_pipeline.observability.sensors import (
     build_backlog_metrics_sensor,
     build_farm_freshness_sensor,
@@ -45,7 +47,7 @@ def grafana_series() -> set[tuple[str, str, tuple[str, ...]]]:
     out = set()
     for panel in board["panels"]:
         for target in panel.get("targets", []):
-            namespace = target["namespace"].replace("$namespace", m.FEEDLOT)
+            namespace = target["namespace"].replace("$namespace", registry.FEEDLOT)
             out.add((namespace, target["metricName"], tuple(sorted(target["dimensions"]))))
     return out
 
@@ -56,17 +58,17 @@ def cloudwatch_series() -> set[tuple[str, str, tuple[str, ...]]]:
     body = template["Resources"]["OverviewDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
     out = set()
     widgets = json.loads(body)["widgets"]
-    assert sum(w["type"] == "metric" for w in widgets) == len(dashboards.panels())
+    assert sum(w["type"] == "metric" for w in widgets) == len(all_panels())
     for widget in widgets:
         for row in widget["properties"].get("metrics", []):
             if isinstance(row[0], dict):  # a SEARCH expression
                 found = SEARCH.search(row[0]["expression"])
                 assert found, row
-                namespace = found["ns"].replace("${MetricsNamespace}", m.FEEDLOT)
+                namespace = found["ns"].replace("${MetricsNamespace}", registry.FEEDLOT)
                 dims = tuple(sorted(found["dims"].split(",")))
                 out.add((namespace, found["name"], dims))
                 continue
-            namespace = row[0].replace("${MetricsNamespace}", m.FEEDLOT)
+            namespace = row[0].replace("${MetricsNamespace}", registry.FEEDLOT)
             names = [x for x in row[2:] if not isinstance(x, dict)][::2]
             out.add((namespace, row[1], tuple(sorted(names))))
     return out
@@ -99,10 +101,10 @@ def test_every_panel_and_widget_names_a_registered_metric_with_its_dimensions() 
     grafana, cloudwatch = grafana_series(), cloudwatch_series()
     assert grafana == cloudwatch  # one description, two renderings
     for namespace, name, dims in grafana:
-        spec = m.spec(name, namespace)
+        spec = registry.spec(name, namespace)
         assert not spec.planned, f"{name} is planned: nothing emits it yet"
         assert dims == tuple(sorted(spec.dimensions)), (name, dims, spec.dimensions)
-    ours = {name for namespace, name, _ in grafana if namespace == m.FEEDLOT}
+    ours = {name for namespace, name, _ in grafana if namespace == registry.FEEDLOT}
     assert len(ours) >= 20  # the dashboards do show the platform's own metrics
 
 
@@ -161,13 +163,13 @@ def test_every_dashboard_metric_is_emitted_by_the_code(
             sensor.evaluate_tick(dg.build_sensor_context(instance=instance))
 
     emitted = {(name, tuple(sorted(k for k, _ in dims))) for name, dims in metric_names(metrics_ns)}
-    wanted = {(name, dims) for ns, name, dims in grafana_series() if ns == m.FEEDLOT}
+    wanted = {(name, dims) for ns, name, dims in grafana_series() if ns == registry.FEEDLOT}
     assert wanted - emitted == set()
     # and every series value the dashboards name explicitly was emitted too (Source, Queue)
     explicit = {
         (s.metric, s.dims)
-        for p in dashboards.panels()
+        for p in all_panels()
         for s in p.series
-        if s.namespace == m.FEEDLOT and not s.searches
+        if s.namespace == registry.FEEDLOT and not s.searches
     }
     assert explicit - set(metric_names(metrics_ns)) == set()
