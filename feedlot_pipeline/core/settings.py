@@ -400,9 +400,8 @@ class AnalyticsSettings(_FromEnv):
     )
     analytics_cron: str = Field(
         "0 6 * * *",
-        description="cron of analytics_monthly_schedule and farm_report_schedule (monthly describe, "
-        "farm reports), in "
-        "FEEDLOT_ANALYTICS_TIMEZONE",
+        description="cron of analytics_monthly_schedule and farm_report_schedule (monthly "
+        "describe, farm reports), in FEEDLOT_ANALYTICS_TIMEZONE",
     )
     analytics_timezone: str = Field(
         "America/Sao_Paulo",
