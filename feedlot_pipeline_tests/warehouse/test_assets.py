@@ -183,15 +183,17 @@ def test_unrouted_partition_rejects_everything_with_reasons(aws, warehouse_url, 
 
 
 class LateForwarder:
-    """A TCP port that refuses connections until ``open()``, then forwards to PostgreSQL: the
-    warehouse as a load sees it across a restart."""
+    """A TCP port that refuses connections until ``open()``, then drops the first
+    ``drop_first`` connections it accepts (a server going down) and forwards the rest to
+    PostgreSQL: the warehouse as a load sees it across a restart, whatever the machine's speed."""
 
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], drop_first: int = 0) -> None:
         import socket
 
         from feedlot_pipeline.local.services import free_port
 
         self.target = target
+        self.drop_first = drop_first
         self.port = free_port()
         self.server = socket.socket()
         self.server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -212,6 +214,10 @@ class LateForwarder:
                 client, _ = self.server.accept()
             except OSError:
                 return
+            if self.drop_first > 0:
+                self.drop_first -= 1
+                client.close()
+                continue
             upstream = socket.create_connection(self.target)
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
@@ -235,9 +241,8 @@ class LateForwarder:
 def test_a_load_waits_out_a_warehouse_restart_and_fails_fast_on_anything_else(
     aws, warehouse_url, instance, monkeypatch
 ) -> None:
-    """Connection refused is retried with backoff (FEEDLOT_LOAD_RETRIES, read at run time) until
+    """A dropped connection is retried with backoff (FEEDLOT_LOAD_RETRIES, read at run time) until
     the warehouse answers; the run then succeeds and the rows are there once."""
-    import threading
 
     from sqlalchemy.engine import make_url
 
@@ -251,11 +256,12 @@ def test_a_load_waits_out_a_warehouse_restart_and_fails_fast_on_anything_else(
         received_at=NOW,
     )
     url = make_url(warehouse_url)
-    forwarder = LateForwarder((url.host or "127.0.0.1", url.port or 5432))
+    # "restarting": the first connections are dropped, whenever the load makes them
+    forwarder = LateForwarder((url.host or "127.0.0.1", url.port or 5432), drop_first=2)
     through = url.set(host="127.0.0.1", port=forwarder.port).render_as_string(hide_password=False)
     monkeypatch.setenv("FEEDLOT_LOAD_RETRIES", "6")
     monkeypatch.setenv("FEEDLOT_LOAD_RETRY_DELAY_SECONDS", "0.2")
-    threading.Timer(1.5, forwarder.open).start()  # "restarting" for 1.5 s
+    forwarder.open()
     try:
         result = materialize(instance, settings, through, retries=True)
     finally:
