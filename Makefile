@@ -29,10 +29,11 @@ status:
 demo: venv
 	$(BIN)/feedlot demo $(FILES)
 
-# The same stack, with the Dagster UI on http://127.0.0.1:3000 and the sensor running.
+# The same stack, with the Dagster UI on http://127.0.0.1:3000 and the sensor running. Ctrl-C or
+# SIGTERM stops Dagster (the stack stays up: `make down`); in the background:
+# `make dev > dev.log 2>&1 &`, later `kill %1`.
 dev: venv
-	$(BIN)/feedlot local up
-	set -a && . ./.feedlot/env && set +a && exec $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	exec $(BIN)/feedlot dev
 
 # The whole test suite (moto server + real PostgreSQL; the MySQL tests on FEEDLOT_TEST_MYSQL_URL or
 # the local MariaDB at 127.0.0.1:3306), one worker per core (TEST_WORKERS=0: one process).
