@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -34,6 +34,26 @@ from feedlot_pipeline_tests.helpers import (
     start_agent,
     stop_agent,
 )
+
+
+def user_stack_variables(environ: Mapping[str, str]) -> list[str]:
+    """What `feedlot local env` (a developer's `make dev` shell) may have exported: the stack's
+    endpoints, URLs, state folder and DAGSTER_HOME. FEEDLOT_TEST_* are the tests' own."""
+    return [
+        var
+        for var in environ
+        if (var.startswith("FEEDLOT_") and not var.startswith("FEEDLOT_TEST_"))
+        or var.startswith("AWS_ENDPOINT_URL")
+        or var == "DAGSTER_HOME"
+    ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No test meets a developer's running stack through the shell it was started from: its
+    variables are dropped before any test (or xdist worker) starts."""
+    for var in user_stack_variables(os.environ):
+        del os.environ[var]
+
 
 AWS_TEST_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
