@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -74,7 +75,11 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     os.environ["AWS_ENDPOINT_URL"] = endpoint
     yield endpoint
     proc.terminate()
-    proc.wait(10)
+    try:
+        proc.wait(30)  # a loaded machine (load average 30 seen) can take more than 10 s
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
