@@ -29,14 +29,18 @@ status:
 demo: venv
 	$(BIN)/feedlot demo $(FILES)
 
-# The same stack, with the Dagster UI on http://127.0.0.1:3000 and the sensor running.
+# The same stack, with the Dagster UI on http://127.0.0.1:3000 and the sensor running. Ctrl-C or
+# SIGTERM stops Dagster (the stack stays up: `make down`); in the background:
+# `make dev > dev.log 2>&1 &`, later `kill %1`.
 dev: venv
-	$(BIN)/feedlot local up
-	set -a && . ./.feedlot/env && set +a && exec $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	exec $(BIN)/feedlot dev
 
-# The whole test suite (moto server + real PostgreSQL; MySQL tests when FEEDLOT_TEST_MYSQL_URL is set).
+# The whole test suite (moto server + real PostgreSQL; the MySQL tests on FEEDLOT_TEST_MYSQL_URL or
+# the local MariaDB at 127.0.0.1:3306), one worker per core (TEST_WORKERS=0: one process).
+# It ends by counting skipped tests and why.
+TEST_WORKERS ?= auto
 test: venv
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS)
 
 # Benchmark, not a test: 1,000,000 records through the real load path vs raw COPY.
 bench: venv

@@ -2,18 +2,22 @@
 
 from setuptools import find_packages, setup
 
+MIGRATION_PACKAGES = [
+    "feedlot_pipeline.warehouse.migrations",
+    "feedlot_pipeline.warehouse.migrations.versions",
+]
+
 setup(
     name="feedlot_pipeline",
     version="0.1.0",
     description="Dagster data platform for feedlot feed-consumption records on AWS",
-    packages=find_packages(exclude=["feedlot_pipeline_tests*"]),
+    # The Alembic folders have no __init__.py (Alembic loads them by path): listed as packages
+    # of their own, so setuptools installs them without its "installing as data" warning.
+    packages=[*find_packages(exclude=["feedlot_pipeline_tests*"]), *MIGRATION_PACKAGES],
     package_data={
-        "feedlot_pipeline": [
-            "warehouse/migrations/*.ini",
-            "warehouse/migrations/*.py",
-            "warehouse/migrations/versions/*.py",
-            "sample/*.jsonl",
-        ]
+        "feedlot_pipeline": ["sample/*.jsonl"],
+        "feedlot_pipeline.warehouse.migrations": ["*.ini", "*.py", "*.mako"],
+        "feedlot_pipeline.warehouse.migrations.versions": ["*.py"],
     },
     include_package_data=True,
     python_requires=">=3.10",

@@ -6,14 +6,19 @@
 - PostgreSQL: ``FEEDLOT_TEST_DATABASE_URL`` (a server URL, driver named) when set, else an
   embedded PostgreSQL started for the session. Each test asking for ``warehouse_url`` gets a fresh
   database with the migrations applied.
-- MySQL/MariaDB: ``FEEDLOT_TEST_MYSQL_URL`` when set; tests needing it skip otherwise.
+- MySQL/MariaDB: ``FEEDLOT_TEST_MYSQL_URL`` when set, else the usual local server
+  (``LOCAL_MYSQL_URL``) when it answers; tests needing it skip otherwise (``none`` turns it off).
+- At the end of the session, skipped tests are counted by reason in a loud section of their own,
+  so a run that left tests out never looks like a full one.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -24,12 +29,32 @@ from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.local.services import EmbeddedPostgres, free_port, start_moto
 from feedlot_pipeline_tests.helpers import (
-    PORT_VARS,
     STACK_VARS,
     WorkerStack,
+    free_ports,
     start_agent,
     stop_agent,
 )
+
+
+def user_stack_variables(environ: Mapping[str, str]) -> list[str]:
+    """What `feedlot local env` (a developer's `make dev` shell) may have exported: the stack's
+    endpoints, URLs, state folder and DAGSTER_HOME. FEEDLOT_TEST_* are the tests' own."""
+    return [
+        var
+        for var in environ
+        if (var.startswith("FEEDLOT_") and not var.startswith("FEEDLOT_TEST_"))
+        or var.startswith("AWS_ENDPOINT_URL")
+        or var == "DAGSTER_HOME"
+    ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No test meets a developer's running stack through the shell it was started from: its
+    variables are dropped before any test (or xdist worker) starts."""
+    for var in user_stack_variables(os.environ):
+        del os.environ[var]
+
 
 AWS_TEST_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -50,7 +75,11 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     os.environ["AWS_ENDPOINT_URL"] = endpoint
     yield endpoint
     proc.terminate()
-    proc.wait(10)
+    try:
+        proc.wait(30)  # a loaded machine (load average 30 seen) can take more than 10 s
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -133,23 +162,76 @@ def warehouse_url(empty_pg_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return empty_pg_url
 
 
+LOCAL_MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
+MYSQL_HOW = (
+    "to run them: a MySQL/MariaDB at 127.0.0.1:3306 (user root, no password, database `test`), "
+    "or FEEDLOT_TEST_MYSQL_URL=mysql+pymysql://USER:PASSWORD@HOST:PORT/DATABASE"
+)
+_MYSQL_SKIP: list[str] = []  # why this process has no MySQL server, for the skip message
+
+
+@pytest.fixture(scope="session")
+def mysql_server_url() -> str | None:
+    """FEEDLOT_TEST_MYSQL_URL, else the usual local server if it answers (so `make test` runs
+    what CI runs wherever a MariaDB is at hand), else None with the reason in ``_MYSQL_SKIP``."""
+    configured = os.environ.get("FEEDLOT_TEST_MYSQL_URL", "")
+    if configured.lower() == "none":
+        _MYSQL_SKIP.append("MySQL tests turned off (FEEDLOT_TEST_MYSQL_URL=none)")
+        return None
+    if configured:
+        return configured
+    engine = create_engine(LOCAL_MYSQL_URL, connect_args={"connect_timeout": 2})
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as err:  # noqa: BLE001 - any failure means: no local server to use
+        _MYSQL_SKIP.append(
+            f"no MySQL/MariaDB: FEEDLOT_TEST_MYSQL_URL unset and {LOCAL_MYSQL_URL} does not "
+            f"answer ({type(err).__name__})"
+        )
+        return None
+    finally:
+        engine.dispose()
+    return LOCAL_MYSQL_URL
+
+
 @pytest.fixture()
-def mysql_url() -> Iterator[str]:
-    """A fresh MySQL/MariaDB database on FEEDLOT_TEST_MYSQL_URL's server, or skip."""
-    server = os.environ.get("FEEDLOT_TEST_MYSQL_URL")
-    if not server:
-        pytest.skip("FEEDLOT_TEST_MYSQL_URL not set")
+def mysql_url(mysql_server_url: str | None) -> Iterator[str]:
+    """A fresh MySQL/MariaDB database on the test MySQL server, or skip."""
+    if not mysql_server_url:
+        pytest.skip(_MYSQL_SKIP[-1] if _MYSQL_SKIP else "no MySQL/MariaDB")
     from sqlalchemy.engine import make_url
 
     name = f"feedlot_t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(make_url(server), isolation_level="AUTOCOMMIT")
+    admin = create_engine(make_url(mysql_server_url), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    url = make_url(mysql_server_url).set(database=name).render_as_string(hide_password=False)
     yield url
     with admin.connect() as conn:
         conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
     admin.dispose()
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config
+) -> None:
+    """Say loudly how many tests were skipped, why, and how to run them (also under xdist)."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if r.when in ("setup", "call")]
+    if not skipped:
+        return
+    reasons = Counter(_skip_reason(r) for r in skipped)
+    terminalreporter.section(f"{len(skipped)} TESTS SKIPPED", sep="!", yellow=True, bold=True)
+    for reason, count in reasons.most_common():
+        terminalreporter.line(f"{count:5d}  {reason}", yellow=True, bold=True)
+    if any("MySQL" in reason for reason in reasons):
+        terminalreporter.line(MYSQL_HOW, bold=True)
 
 
 # --- fixtures shared across test folders ---
@@ -175,12 +257,8 @@ def instance():
 # from local.test_stack
 @pytest.fixture()
 def ports(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
-    chosen: dict[str, int] = {}
-    for var in PORT_VARS:
-        port = free_port()
-        while port in chosen.values():
-            port = free_port()
-        chosen[var] = port
+    chosen = free_ports()
+    for var, port in chosen.items():
         monkeypatch.setenv(var, str(port))
     return chosen
 

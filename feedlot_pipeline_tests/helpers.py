@@ -404,6 +404,36 @@ PORT_VARS = (
 )
 
 
+def free_ports(variables: tuple[str, ...] = PORT_VARS) -> dict[str, int]:
+    """A distinct free port for each variable (a developer's `make dev` may hold the defaults)."""
+    from feedlot_pipeline.local.services import free_port
+
+    chosen: dict[str, int] = {}
+    for var in variables:
+        port = free_port()
+        while port in chosen.values():
+            port = free_port()
+        chosen[var] = port
+    return chosen
+
+
+def own_stack_env(state_dir: Path) -> dict[str, str]:
+    """Environment for a stack of a test's own (tools started as subprocesses): no variable of the
+    user's shell stack, every service on a free port (a developer's `make dev` may hold each
+    default one), the warehouse on FEEDLOT_TEST_DATABASE_URL's server when set."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("FEEDLOT_", "AWS_", "DAGSTER_"))
+    }
+    env.update(FEEDLOT_STATE_DIR=str(state_dir), FEEDLOT_SENSOR_INTERVAL_SECONDS="2")
+    env.update({var: str(port) for var, port in free_ports().items()})
+    server = os.environ.get("FEEDLOT_TEST_DATABASE_URL")
+    if server:
+        from feedlot_pipeline_tests.conftest import _new_pg_database
+
+        env["FEEDLOT_WAREHOUSE_URL"] = _new_pg_database(server)
+    return env
+
+
 # from warehouse.test_assets
 NOW = datetime(2023, 1, 5, tzinfo=timezone.utc)
 

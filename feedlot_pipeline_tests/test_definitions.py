@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,3 +37,45 @@ def test_every_warehouse_asset_has_blocking_checks() -> None:
     assert all(graph.get_check_spec(key).blocking for key in historico)
     sensor = defs.resolve_sensor_def("consumption_events_sensor")
     assert sensor.job_name == "ingest_batch_job"  # one run per tick, not per partition
+
+
+# `<fazenda>` outside a code span is an HTML tag to the UI's Markdown: it vanishes.
+BARE_PLACEHOLDER = re.compile(r"<[A-Za-z_][^<>\s]*>")
+
+
+def test_descriptions_keep_their_placeholders_in_the_ui() -> None:
+    """Paths like historico_diario/<fazenda>/<yyyy>/… are in code spans (or the UI drops them)."""
+    repo = defs.get_repository_def()
+    graph = repo.asset_graph
+    texts = {
+        f"asset {k.to_user_string()}": graph.get(k).description for k in graph.get_all_asset_keys()
+    }
+    texts |= {f"check {k}": graph.get_check_spec(k).description for k in graph.asset_check_keys}
+    texts |= {f"job {j.name}": j.description for j in repo.get_all_jobs()}
+    texts |= {f"sensor {s.name}": s.description for s in repo.sensor_defs}
+    texts |= {f"schedule {s.name}": s.description for s in repo.schedule_defs}
+    assert texts["asset raw_consumption"]  # the one the issue saw eaten
+    bare = {
+        what: BARE_PLACEHOLDER.findall(re.sub(r"`[^`]*`", "", text))
+        for what, text in texts.items()
+        if text
+    }
+    assert {what: found for what, found in bare.items() if found} == {}
+
+
+def test_historico_consumo_documents_its_table_in_the_catalog() -> None:
+    """Column schema from the SQLAlchemy table, table name and owners (the UI's catalog view);
+    dagster/row_count comes with each materialization (warehouse/test_assets)."""
+    import dagster as dg
+
+    from feedlot_pipeline.warehouse.schema import historico_consumo as table
+
+    node = defs.resolve_asset_graph().get(dg.AssetKey("historico_consumo"))
+    schema = node.metadata["dagster/column_schema"]
+    assert [c.name for c in schema.columns] == [c.name for c in table.columns]
+    by_name = {c.name: c for c in schema.columns}
+    assert by_name["id_treated_data"].description == "primary key"
+    assert by_name["id_lote"].type.startswith("VARCHAR")  # 14-digit ids are text, never INT
+    assert not by_name["id_treated_data"].constraints.nullable
+    assert node.metadata["dagster/table_name"] == "warehouse.historico_consumo"
+    assert node.owners == ["team:data-engineering"]

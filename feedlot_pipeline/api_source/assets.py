@@ -85,7 +85,7 @@ def _schema_metadata(result: FetchResult) -> dict[str, dg.MetadataValue]:
     kinds={"s3"},
     description=(
         "Snapshot of the configured public JSON API (PublicApiResource) as JSON Lines under "
-        "api_snapshots/<name>/<yyyy>/<mm>/<dd>/ in the lake bucket, dated by the pull's UTC "
+        "`api_snapshots/<name>/<yyyy>/<mm>/<dd>/` in the lake bucket, dated by the pull's UTC "
         "start. Every page or nothing: a failed pull lands nothing and fails with the HTTP status."
     ),
 )

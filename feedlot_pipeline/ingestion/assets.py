@@ -12,7 +12,7 @@ raw_consumption = dg.AssetSpec(
     key=RAW_CONSUMPTION,
     description=(
         "Consumption records exactly as farms sent them, as JSON Lines under "
-        "historico_diario/<fazenda>/<yyyy>/<mm>/<dd>/ in the lake bucket. Landed by the source "
+        "`historico_diario/<fazenda>/<yyyy>/<mm>/<dd>/` in the lake bucket. Landed by the source "
         "Lambdas; each landing is recorded here by consumption_events_sensor."
     ),
     partitions_def=farm_day_partitions,

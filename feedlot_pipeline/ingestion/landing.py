@@ -25,20 +25,56 @@ from feedlot_pipeline.core.settings import Settings
 SQS_BATCH = 10
 
 
-def split_body(body: str) -> list[Any]:
-    """The records in a message body: a JSON array, one JSON object, or JSON Lines.
+# An SNS body may wrap its records with their correlation id: {"correlation_id": …, "records": […]}.
+# The id travels as a message attribute too, but moto's HTTP delivery drops attributes (and a
+# subscriber without raw delivery or an attribute-less republish loses them); the body survives.
+ENVELOPE_KEYS = frozenset({"records", "correlation_id"})
+MAX_CORRELATION_ID = 256
 
-    A body that is none of these is kept whole as one text value, so it lands (and is later
-    rejected with its reason) instead of vanishing.
+
+def envelope(records: Sequence[bytes], correlation_id: str) -> bytes:
+    """The body of an SNS message: the (JSON-encoded) records with their correlation id."""
+    return (
+        b'{"correlation_id":'
+        + orjson.dumps(correlation_id)
+        + b',"records":['
+        + b",".join(records)
+        + b"]}"
+    )
+
+
+def split_message(body: str) -> tuple[list[Any], str | None]:
+    """The records in a message body and the correlation id of its envelope (None without one).
+
+    A body is an envelope (an object of ``records``, a list, and optionally ``correlation_id``:
+    no consumption record has those fields), a JSON array, one JSON object or JSON Lines. A body
+    that is none of these is kept whole as one text value, so it lands (and is later rejected
+    with its reason) instead of vanishing.
     """
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         lines = [line for line in body.splitlines() if line.strip()]
         if len(lines) < 2:
-            return [body]
-        return [_line_value(line) for line in lines]
-    return parsed if isinstance(parsed, list) else [parsed]
+            return [body], None
+        return [_line_value(line) for line in lines], None
+    if isinstance(parsed, list):
+        return parsed, None
+    if (
+        isinstance(parsed, dict)
+        and "records" in parsed
+        and isinstance(parsed["records"], list)
+        and set(parsed) <= ENVELOPE_KEYS
+    ):
+        corr = parsed.get("correlation_id")
+        valid = isinstance(corr, str) and 0 < len(corr) <= MAX_CORRELATION_ID
+        return parsed["records"], corr if valid else None
+    return [parsed], None
+
+
+def split_body(body: str) -> list[Any]:
+    """The records in a message body (``split_message`` without the correlation id)."""
+    return split_message(body)[0]
 
 
 def _line_value(line: str) -> Any:

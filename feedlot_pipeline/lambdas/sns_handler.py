@@ -15,7 +15,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.data_classes import SNSEvent, event_source
 from aws_lambda_powertools.utilities.data_classes.sns_event import SNSMessage
 
-from feedlot_pipeline.ingestion.landing import land_records, split_body
+from feedlot_pipeline.ingestion.landing import land_records, split_message
 from feedlot_pipeline.lambdas import common
 from feedlot_pipeline.lambdas.common import InvalidEvent
 
@@ -42,12 +42,15 @@ def check_event(event: Any) -> None:
             raise InvalidEvent(f"Records[{i}].Sns lacks MessageId or Message")
 
 
-def correlation_id(message: SNSMessage) -> str:
-    """The publisher's ``correlation_id`` message attribute, else the message id."""
+def correlation_id(message: SNSMessage, from_body: str | None = None) -> str:
+    """The publisher's ``correlation_id`` message attribute, else the one of the body's envelope
+    (``from_body``: attributes do not survive every delivery), else the message id."""
     has_attributes = isinstance(message.get("MessageAttributes"), dict)  # may be absent or null
     attribute = message.message_attributes.get(CORRELATION_ATTRIBUTE) if has_attributes else None
     value = attribute.get("Value") if attribute and isinstance(attribute.raw_event, dict) else None
-    return value if isinstance(value, str) and value else message.message_id
+    if isinstance(value, str) and value:
+        return value
+    return from_body or message.message_id
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -60,9 +63,9 @@ def handler(event: SNSEvent, context: Any) -> dict:
         s = common.settings()
         for record in event.records:
             message = record.sns
-            corr = correlation_id(message)
+            records, enveloped = split_message(message.message)
+            corr = correlation_id(message, enveloped)
             logger.set_correlation_id(corr)
-            records = split_body(message.message)
             metrics.add("RecordsReceived", len(records))
             notices = land_records(
                 records,

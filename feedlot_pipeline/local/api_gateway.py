@@ -135,7 +135,6 @@ class _RequestHandler(JsonHandler):
         request_id = str(uuid.uuid4())
         path, _, query = self.path.partition("?")
         status = self._serve(gateway, method, path, query, request_id)
-        gateway.count(status)
         gateway.log.info(
             "request",
             extra={
@@ -296,6 +295,9 @@ class _RequestHandler(JsonHandler):
     def _send(
         self, status: int, data: bytes, request_id: str, headers: list[tuple[str, str]]
     ) -> int:
+        """The one answer of a request; counted before it is written, so a client that has its
+        answer finds it in /health's counts."""
+        self.gateway.count(status)
         try:
             self.send_response(status)
             for name, value in headers:

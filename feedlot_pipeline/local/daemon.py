@@ -348,11 +348,11 @@ class HttpDaemon:
             "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
         )
+        with self._lock:  # counted before the client can have its answer
+            self.refused += 1
         with contextlib.suppress(OSError):
             sock.settimeout(1.0)
             sock.sendall(head.encode() + body)
-        with self._lock:
-            self.refused += 1
         self.log.warning(
             "connection refused: too many connections",
             extra={

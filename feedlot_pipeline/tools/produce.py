@@ -2,9 +2,11 @@
 
 Input is the original case's format (one JSON object per line, a day of one farm per file; a
 missing final newline is fine) or synthetic records (``--generate N``). Records travel in batches:
-each SNS message is a JSON array of up to ``--batch-size`` records and never exceeds SNS's 256 KiB
-limit, and messages go out ten at a time with ``PublishBatch`` (whose 256 KiB aggregate limit is
-respected too). Lines are streamed, so a file of any size is published in constant memory.
+each SNS message is an envelope ``{"correlation_id": …, "records": [up to --batch-size records]}``
+(the id is a message attribute too; the body keeps it where attributes are dropped, as in moto's
+HTTP delivery) and never exceeds SNS's 256 KiB limit, and messages go out ten at a time with
+``PublishBatch`` (whose 256 KiB aggregate limit is respected too). Lines are streamed, so a file
+of any size is published in constant memory.
 
 A line that is not JSON cannot be put in a JSON array without changing it: it is skipped and
 reported (file and line number). Entries SNS fails are retried, then reported; the command exits
@@ -39,10 +41,12 @@ import orjson
 
 from feedlot_pipeline.core.aws import client, topic_arn
 from feedlot_pipeline.core.settings import Settings
+from feedlot_pipeline.ingestion.landing import envelope
 
 MAX_MESSAGE_BYTES = 262_144  # SNS: message plus attributes, and a PublishBatch in total
 ATTRIBUTE_RESERVE = 512  # headroom for the message attributes of one entry
-MAX_BODY_BYTES = MAX_MESSAGE_BYTES - ATTRIBUTE_RESERVE
+ENVELOPE_RESERVE = 128  # {"correlation_id": …, "records": […]} around the records
+MAX_BODY_BYTES = MAX_MESSAGE_BYTES - ATTRIBUTE_RESERVE - ENVELOPE_RESERVE
 BATCH_ENTRIES = 10  # PublishBatch limit
 ENTRY_ATTEMPTS = 4  # first try plus retries of entries SNS reports as failed
 CONSECUTIVE_CALL_FAILURES_TO_ABORT = 3
@@ -262,11 +266,12 @@ class Publisher:
 
     def _add_message(self, records: list[bytes]) -> None:
         self._sequence += 1
+        correlation_id = f"{self.result.run_id}-{self._sequence:06d}"
         entry = _Entry(
             id=str(self._sequence),
-            body=b"[" + b",".join(records) + b"]",
+            body=envelope(records, correlation_id),
             records=len(records),
-            correlation_id=f"{self.result.run_id}-{self._sequence:06d}",
+            correlation_id=correlation_id,
         )
         wait = self.pacer.delay()
         if wait > 0:

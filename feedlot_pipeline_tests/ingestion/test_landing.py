@@ -8,15 +8,26 @@ import orjson
 
 from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.contracts import LandingNotice
-from feedlot_pipeline.ingestion.landing import land_records, split_body
+from feedlot_pipeline.ingestion.landing import envelope, land_records, split_message
 from feedlot_pipeline_tests.helpers import CLIENTS, NOW, receive_all, record
 
 
-def test_split_body_accepts_array_object_and_json_lines() -> None:
-    assert split_body('[{"a":1},{"a":2}]') == [{"a": 1}, {"a": 2}]
-    assert split_body('{"a":1}') == [{"a": 1}]
-    assert split_body('{"a":1}\n{"a":2}\nnot json') == [{"a": 1}, {"a": 2}, "not json"]
-    assert split_body("garbage") == ["garbage"]
+def test_split_message_accepts_array_object_json_lines_and_envelope() -> None:
+    assert split_message('[{"a":1},{"a":2}]') == ([{"a": 1}, {"a": 2}], None)
+    assert split_message('{"a":1}') == ([{"a": 1}], None)
+    assert split_message('{"a":1}\n{"a":2}\nnot json') == ([{"a": 1}, {"a": 2}, "not json"], None)
+    assert split_message("garbage") == (["garbage"], None)
+    body = envelope([b'{"a":1}', b'"x"'], "run-1-000001").decode()
+    assert split_message(body) == ([{"a": 1}, "x"], "run-1-000001")
+    assert split_message('{"records": [{"a": 1}]}') == ([{"a": 1}], None)
+    # Not envelopes: other keys beside records, records not a list; an unusable id is ignored.
+    assert split_message('{"records": [1], "id_lote": "1"}') == (
+        [{"records": [1], "id_lote": "1"}],
+        None,
+    )
+    assert split_message('{"records": {"a": 1}}') == ([{"records": {"a": 1}}], None)
+    assert split_message('{"records": [], "correlation_id": 7}') == ([], None)
+    assert split_message(envelope([], "x" * 257).decode()) == ([], None)
 
 
 def test_batch_lands_one_object_per_partition_and_notifies(aws) -> None:

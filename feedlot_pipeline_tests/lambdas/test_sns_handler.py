@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import orjson
 import pytest
 
 from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.contracts import LandingNotice
+from feedlot_pipeline.ingestion.landing import envelope
 from feedlot_pipeline.lambdas import sns_handler
+from feedlot_pipeline.local.lambda_bridge import LambdaBridge
+from feedlot_pipeline.tools.produce import Publisher
 from feedlot_pipeline_tests.helpers import Context, receive_all, record, sns_event
 
 
@@ -88,3 +92,44 @@ def test_client_added_in_warehouse_is_routed(aws, warehouse_url) -> None:
     wh.dispose()
     result = sns_handler.handler(sns_event(json.dumps([record("FazendaTres")])), Context())
     assert result["landed"][0].startswith("historico_diario/fazenda_tres/2023/01/01/")
+
+
+def test_correlation_id_of_the_envelope_when_attributes_are_dropped(aws, warehouse_url) -> None:
+    _, prov = aws
+    body = envelope([orjson.dumps(record(lote="1"))], "trace-env").decode()
+    event = sns_event(body, "msg-env")
+    event["Records"][0]["Sns"]["MessageAttributes"] = {}  # as moto's HTTP delivery sends it
+    assert sns_handler.handler(event, Context())["landed"]
+    # The attribute, when it arrives, wins over the body's copy.
+    event = sns_event(body, "msg-env-attr", correlation_id="trace-attr")
+    assert sns_handler.handler(event, Context())["landed"]
+    notices = [LandingNotice.parse(m["Body"]) for m in receive_all(prov.queue_url)]
+    by_event = {n.event_id: n for n in notices}
+    assert by_event["msg-env"].correlation_id == "trace-env"
+    assert by_event["msg-env"].records == 1  # the envelope is not landed as a record
+    assert by_event["msg-env-attr"].correlation_id == "trace-attr"
+
+
+def test_producer_correlation_id_survives_moto_http_delivery(
+    aws, warehouse_url, tmp_path: Path
+) -> None:
+    """`feedlot produce` → moto SNS → HTTP → Lambda bridge → real handler: moto drops the
+    message attributes on the way, the landed object still carries the producer's id."""
+    settings, prov = aws
+    bridge = LambdaBridge(
+        tmp_path, 0, handler="feedlot_pipeline.lambdas.sns_handler:handler", retry_seconds=(0.2,)
+    ).start()
+    try:
+        client("sns").subscribe(TopicArn=prov.topic_arn, Protocol="http", Endpoint=bridge.endpoint)
+        publisher = Publisher(prov.topic_arn, batch_size=10)
+        publisher.publish_stream(orjson.dumps(record(lote=str(i))) for i in range(3))
+        result = publisher.close()
+        assert result.ok and result.messages == 1
+        assert bridge.invoker.wait_idle(30)
+        assert bridge.invoker.counts()["succeeded"] == 1
+    finally:
+        bridge.stop(drain_seconds=5)
+    (notice,) = [LandingNotice.parse(m["Body"]) for m in receive_all(prov.queue_url)]
+    assert notice.correlation_id == f"{result.run_id}-000001" != notice.event_id
+    head = client("s3").head_object(Bucket=settings.lake_bucket, Key=notice.key)
+    assert head["Metadata"]["correlation-id"] == notice.correlation_id

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from feedlot_pipeline.local.services import free_port
-from feedlot_pipeline_tests.helpers import PORT_VARS
+from feedlot_pipeline_tests.helpers import free_ports
 
 # What `feedlot local env` exports that would lead a test to the developer's running stack.
 USER_STACK_VARS = (
@@ -29,10 +28,5 @@ USER_STACK_VARS = (
 def away_from_a_running_stack(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in USER_STACK_VARS:
         monkeypatch.delenv(var, raising=False)
-    chosen: set[int] = set()
-    for var in PORT_VARS:
-        port = free_port()
-        while port in chosen:
-            port = free_port()
-        chosen.add(port)
+    for var, port in free_ports().items():
         monkeypatch.setenv(var, str(port))

@@ -172,6 +172,28 @@ def test_api_key_routes_methods_and_handler_failures(moto_endpoint, api_key) -> 
         assert answer.json() == {"message": "Internal server error"}
 
 
+def test_an_answered_request_is_already_counted(
+    moto_endpoint, api_key, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that has its answer finds it in /health at once, however slow the counting (a
+    loaded machine): the count comes before the answer is written."""
+    counted = ApiGateway.count
+
+    def slow_count(self: ApiGateway, status: int) -> None:
+        time.sleep(0.5)
+        counted(self, status)
+
+    monkeypatch.setattr(ApiGateway, "count", slow_count)
+    gw = start_with("echo_handler", api_key)
+    try:
+        answer = requests.post(f"{gw.url}/consumo", data="{}", headers={"x-api-key": api_key})
+        assert answer.status_code == 299
+        with requests.Session() as other:  # another connection, served by another thread
+            assert other.get(f"{gw.url}/health", timeout=5).json()["statuses"] == {"299": 1}
+    finally:
+        gw.stop()
+
+
 def test_body_limit_is_enforced_before_the_body_is_read(moto_endpoint, api_key) -> None:
     EVENTS.clear()
     gw = ApiGateway(0, api_key=api_key, handler=f"{__name__}:echo_handler", max_body=1000).start()
