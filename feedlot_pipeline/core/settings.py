@@ -233,6 +233,15 @@ class Settings(_FromEnv):
         description="SQS queue subscribed to the failure topic (raw delivery) so failure "
         "documents can be read: `feedlot dlq list --queue feedlot-failures-inbox`",
     )
+    records_inbox: str = Field(
+        "feedlot-records-inbox",
+        description="local stack: SQS queue subscribed to the records topic that the Lambda "
+        "bridge polls (durable across restarts, like Lambda's own async event queue)",
+    )
+    records_inbox_dlq: str = Field(
+        "feedlot-records-inbox-dlq",
+        description="local stack: dead-letter queue of the records inbox",
+    )
 
     def warehouse_url_value(self) -> str | None:
         """FEEDLOT_WAREHOUSE_URL as text, or None when unset."""
