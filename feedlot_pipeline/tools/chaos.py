@@ -67,10 +67,11 @@ class Row:
     runs: int = 0
     runs_failed: int = 0
     notes: list[str] = field(default_factory=list)
+    extra_restarts: list[str] = field(default_factory=list)  # beyond the part it broke
 
     @property
     def recovered(self) -> bool:
-        return self.lost == 0 and self.drain_seconds is not None
+        return self.lost == 0 and self.drain_seconds is not None and not self.extra_restarts
 
     def cells(self) -> list[str]:
         drain = "not settled" if self.drain_seconds is None else f"{self.drain_seconds:.0f} s"
@@ -84,7 +85,7 @@ class Row:
             drain,
             f"{self.runs_failed} of {self.runs}",
             "yes" if self.recovered else "NO",
-            "; ".join(self.notes),
+            "; ".join(self.notes + [f"had to restart {r}" for r in self.extra_restarts]),
         ]
 
 
@@ -201,6 +202,30 @@ class Harness:
             self.say("Using the Dagster daemon already running (the daemon case is skipped).")
             return
         self.daemon = self._spawn_daemon()
+
+    def wait_daemon(self, timeout: float = 300.0) -> None:
+        """Until the daemon this command started heartbeats (it may take a minute here)."""
+        from feedlot_pipeline.tools.demo import _daemon_alive
+
+        deadline = time.monotonic() + timeout
+        while not _daemon_alive(self.instance):
+            if self.daemon is not None and self.daemon.poll() is not None:
+                raise click.ClickException(
+                    f"the Dagster daemon exited (code {self.daemon.returncode}); see "
+                    f"{self.paths.root / 'logs' / 'dagster-daemon.log'}"
+                )
+            if time.monotonic() > deadline:
+                raise click.ClickException("the Dagster daemon did not heartbeat in time")
+            time.sleep(2)
+
+    def daemon_died(self) -> int | None:
+        """The exit code of this command's daemon if it died by itself (then it is restarted)."""
+        if self.daemon is None or self.daemon.poll() is None:
+            return None
+        code = self.daemon.returncode
+        self.instance.wipe_daemon_heartbeats()
+        self.daemon = self._spawn_daemon()
+        return code
 
     def _spawn_daemon(self) -> Any:
         from feedlot_pipeline.tools.demo import _start_daemon
@@ -430,6 +455,7 @@ def run_case(
         h.kill_daemon()
         time.sleep(3)
         h.daemon = h._spawn_daemon()
+        h.wait_daemon()
     elif case == "bridge":
         say("[bridge] SIGKILL the Lambda bridge; restarting it 3 s later (feedlot local up)")
         h.kill("lambda_bridge")
@@ -459,6 +485,10 @@ def run_case(
     quiet = 0
     last = ""
     while time.monotonic() < deadline:
+        died = h.daemon_died()
+        if died is not None:
+            say(f"  [{case}] the Dagster daemon exited by itself (code {died}): restarted it")
+            row.extra_restarts.append(f"the Dagster daemon (it exited with code {died})")
         try:
             complete = h.measure(row, fazenda, published)
             statuses = h.runs(since)
@@ -525,6 +555,7 @@ def chaos(
     rows: list[Row] = []
     try:
         h.start_daemon()
+        h.wait_daemon()
         for n, case in enumerate(cases or CASES, start=1):
             if case == "daemon" and h.external_daemon:
                 rows.append(Row(case, notes=["skipped: the daemon is not this command's"]))
