@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from feedlot_pipeline.analytics.provisioning import provision_analytics
 from feedlot_pipeline.core.aws import client
-from feedlot_pipeline.core.settings import Settings
+from feedlot_pipeline.core.settings import LocalSettings, Settings
 from feedlot_pipeline.observability.alerts import provision_alerts
 
 
@@ -84,7 +84,7 @@ def provision(settings: Settings | None = None, max_receive_count: int = 10) -> 
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
         "Attributes"
     ]["QueueArn"]
-    records_inbox_url = provision_records_inbox(s, topic_arn, max_receive_count)
+    records_inbox_url = provision_records_inbox(LocalSettings(), topic_arn, max_receive_count)
     drops = provision_file_drops(s, max_receive_count)
     failure_topic_arn, failures_inbox_url = provision_failures(s)
     provision_alerts()
@@ -121,7 +121,7 @@ def _allow_topic(sqs: object, queue_url: str, queue_arn: str, topic_arn: str, si
     )
 
 
-def provision_records_inbox(s: Settings, topic_arn: str, max_receive_count: int = 10) -> str:
+def provision_records_inbox(s: LocalSettings, topic_arn: str, max_receive_count: int = 10) -> str:
     """The records topic's inbox queue (and its DLQ), subscribed with the SNS envelope: its URL.
 
     Locally it stands for what AWS keeps between SNS and a Lambda (the async event queue): a

@@ -182,8 +182,8 @@ def up(state_dir: Path | str | None = None, accept_empty_lake: bool = False) -> 
                 settings.sensor_dlq,
                 settings.large_file_dlq,
                 settings.failures_inbox,
-                settings.records_inbox,
-                settings.records_inbox_dlq,
+                local.records_inbox,
+                local.records_inbox_dlq,
                 config.ObservabilitySettings().alerts_inbox,
             ),
             fsync=local.moto_fsync,
@@ -218,7 +218,7 @@ def up(state_dir: Path | str | None = None, accept_empty_lake: bool = False) -> 
             with Warehouse(warehouse_url) as wh:
                 client_map.publish(config.Settings().lake_bucket, wh.clients())
             bridge = components.start_bridge(
-                paths, ports["lambda_bridge"], env, config.Settings().records_inbox
+                paths, ports["lambda_bridge"], env, config.LocalSettings().records_inbox
             )
             services.append(started_here(bridge))
             # The records topic reaches the bridge through its durable inbox queue (provisioned

@@ -354,7 +354,7 @@ def test_published_while_the_bridge_is_down_is_invoked_once_it_is_up(tmp_path: P
             )["MessageId"]
         )
     assert _inbox_depth(prov.records_inbox_url) == (5, 0)  # waiting, nothing lost
-    bridge = _inbox_bridge(tmp_path, "record", settings.records_inbox)
+    bridge = _inbox_bridge(tmp_path, "record", LocalSettings().records_inbox)
     try:
         calls = [_next_call(10) for _ in range(5)]
         records = [c["event"]["Records"][0] for c in calls]
@@ -383,7 +383,7 @@ def test_a_bridge_stopped_mid_invocation_leaves_the_message_in_the_inbox(
         0,
         handler=f"{HANDLERS}:always_fail",
         retry_seconds=(30.0,),
-        records_inbox=settings.records_inbox,
+        records_inbox=LocalSettings().records_inbox,
     ).start()
     try:
         client("sns").publish(TopicArn=prov.topic_arn, Message=json.dumps([{"n": 1}]))
