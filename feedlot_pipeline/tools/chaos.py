@@ -306,6 +306,24 @@ class Harness:
         records = self.instance.get_run_records(dg.RunsFilter(job_name=JOB, created_after=since))
         return {r.dagster_run.run_id: r.dagster_run.status.value for r in records}
 
+    def wait_for_running(self, since: datetime, timeout: float) -> int:
+        """Runs STARTED since ``since``, once there is one (0 after ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            running = sum(s == "STARTED" for s in self.runs(since).values())
+            if running:
+                return running
+            time.sleep(0.5)
+        return 0
+
+    def bridge_pending(self) -> int:
+        from feedlot_pipeline.local.state import read_record
+        from feedlot_pipeline.local.supervisor import service_health
+
+        port = int((read_record(self.paths.record("lambda_bridge")) or {}).get("port") or 0)
+        health = service_health(port) or {}
+        return int(health.get("pending", 0))  # the inbox's held messages are among them
+
     def measure(self, row: Row, fazenda: str, published: set[str]) -> bool:
         """Fill the row's counts; True when every published record is in the warehouse."""
         lines, landed = landed_lots(fazenda, self.settings)
@@ -439,6 +457,13 @@ def run_case(
     say(f"[{case}] producing {records} records at {rate:.0f}/s into {fazenda} …")
     producer.start()
     time.sleep(fault_after)
+    if case in ("warehouse", "daemon"):  # break it while a run is loading, not before
+        running = h.wait_for_running(since, timeout=180)
+        row.notes.append(
+            f"fault injected with {running} run(s) in progress"
+            if running
+            else "no run was in progress when the fault was injected"
+        )
     forged: list[str] = []
     if case == "warehouse":
         say("[warehouse] stopping PostgreSQL for 30 s")
@@ -458,6 +483,8 @@ def run_case(
         h.wait_daemon()
     elif case == "bridge":
         say("[bridge] SIGKILL the Lambda bridge; restarting it 3 s later (feedlot local up)")
+        pending = h.bridge_pending()
+        row.notes.append(f"{pending} invocation(s) pending in the bridge when it was killed")
         h.kill("lambda_bridge")
         time.sleep(3)
         h.up()
