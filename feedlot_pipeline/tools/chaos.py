@@ -548,8 +548,20 @@ def run_case(
 
 
 @click.command()
-@click.option("--records", default=5000, show_default=True, type=click.IntRange(min=1))
-@click.option("--rate", default=500.0, show_default=True, type=click.FloatRange(min=1))
+@click.option(
+    "--records",
+    default=5000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Records published per case (the issue's scale is 50000).",
+)
+@click.option(
+    "--rate",
+    default=500.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Records per second of each case's produce.",
+)
 @click.option(
     "--case",
     "cases",
@@ -558,14 +570,30 @@ def run_case(
     help="Run only these cases (repeatable) [default: all, in order].",
 )
 @click.option("--fault-after", default=3.0, show_default=True, help="Seconds into the produce.")
-@click.option("--settle-timeout", default=900.0, show_default=True)
-@click.option("--sweep-seconds", default=30, show_default=True, type=click.IntRange(min=10))
+@click.option(
+    "--settle-timeout",
+    default=900.0,
+    show_default=True,
+    help="Seconds a case may take to drain after the fault; past it the row says not drained.",
+)
+@click.option(
+    "--sweep-seconds",
+    default=30,
+    show_default=True,
+    type=click.IntRange(min=10),
+    help="lake_sweep_sensor interval of the daemon this command starts.",
+)
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=lambda: LocalSettings().state_dir,
 )
-@click.option("--markdown-out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option(
+    "--markdown-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the table (Markdown) to this file.",
+)
 def chaos(
     records: int,
     rate: float,
