@@ -522,6 +522,7 @@ def test_produce_rides_through_a_moto_kill_and_restart(
         monkeypatch.setenv(key, value)
     journal, log = tmp_path / "journal", tmp_path / "moto.log"
     procs = [_journaled_moto(port, journal, queue, log)]
+    killer: threading.Thread | None = None
     try:
         topic, url = _topic_to_queue(queue)
         said: list[str] = []
@@ -551,6 +552,8 @@ def test_produce_rides_through_a_moto_kill_and_restart(
         # Only a batch whose answer was lost may arrive twice; counted as such.
         assert len(got) - len(set(got)) <= 10 * result.maybe_twice
     finally:
+        if killer is not None:
+            killer.join()  # it may still restart moto: wait, then stop every one
         for proc in procs:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
