@@ -106,6 +106,8 @@ def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch):
         ("FEEDLOT_FIREHOSE_STREAM", "firehose"),
         ("FEEDLOT_FAILURE_TOPIC", "failures"),
         ("FEEDLOT_FAILURES_INBOX", "failures-inbox"),
+        ("FEEDLOT_RECORDS_INBOX", "records-inbox"),
+        ("FEEDLOT_RECORDS_INBOX_DLQ", "records-inbox-dlq"),
     ]:
         monkeypatch.setenv(var, f"t{tag}-{base}")
     settings = Settings()

@@ -508,6 +508,16 @@ class LocalSettings(_FromEnv):
         description="connections the local API gateway serves at once (one more is answered 503 "
         "with Retry-After)",
     )
+    records_inbox: str = Field(
+        "feedlot-records-inbox",
+        description="local stack: SQS queue subscribed to the records topic that the Lambda "
+        "bridge polls (durable across restarts, like Lambda's own async event queue)",
+    )
+    records_inbox_dlq: str = Field(
+        "feedlot-records-inbox-dlq",
+        description="local stack: dead-letter queue of the records inbox",
+    )
+
     lambda_concurrency: int = Field(
         8, ge=1, description="Lambda invocations the local bridge runs at once"
     )

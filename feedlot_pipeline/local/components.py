@@ -75,14 +75,21 @@ def start_moto(
     return _info(paths, spec, f"lake in {paths.lake}")
 
 
-def start_bridge(paths: StatePaths, port: int, child_env: Mapping[str, str]) -> ServiceInfo:
-    """Reuse a healthy bridge started with the same environment; else (re)start it."""
+def start_bridge(
+    paths: StatePaths, port: int, child_env: Mapping[str, str], records_inbox: str = ""
+) -> ServiceInfo:
+    """Reuse a healthy bridge started with the same environment; else (re)start it.
+
+    With ``records_inbox`` it polls that queue (the records topic's durable inbox)."""
+    args = _common(paths, port) + (["--records-inbox", records_inbox] if records_inbox else [])
     spec = _spec(
         "lambda_bridge",
-        _common(paths, port),
+        args,
         port,
         env=dict(child_env),  # a bridge talking to another moto or warehouse is restarted
-        accept=lambda health: "s3" in health,  # an older bridge without the /s3 route
+        extra={"records_inbox": records_inbox},
+        # an older bridge without the /s3 route or the inbox
+        accept=lambda health: "s3" in health and ("inbox" in health) == bool(records_inbox),
     )
     return _info(paths, spec, lambda health: health.get("handler", ""))
 
@@ -110,6 +117,27 @@ def subscribe_bridge(topic_arn: str, endpoint: str, path: str = BRIDGE_PATH) -> 
     return sns.subscribe(
         TopicArn=topic_arn, Protocol="http", Endpoint=endpoint, ReturnSubscriptionArn=True
     )["SubscriptionArn"]
+
+
+def unsubscribe_http(topic_arn: str, path: str = BRIDGE_PATH) -> int:
+    """Remove loopback bridge ``http`` subscriptions of ``topic_arn`` (the topic now reaches the
+    bridge through its inbox queue); returns how many."""
+    from feedlot_pipeline.core.aws import client
+
+    sns = client("sns")
+    removed = 0
+    for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn):
+        for sub in page["Subscriptions"]:
+            endpoint = sub.get("Endpoint", "")
+            if (
+                sub.get("Protocol") == "http"
+                and endpoint.startswith(f"http://{LOOPBACK}:")
+                and endpoint.endswith(path)
+                and sub["SubscriptionArn"].startswith("arn:")
+            ):
+                sns.unsubscribe(SubscriptionArn=sub["SubscriptionArn"])
+                removed += 1
+    return removed
 
 
 def api_key(paths: StatePaths, settings: Settings | None = None) -> str:

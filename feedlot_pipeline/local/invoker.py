@@ -46,6 +46,9 @@ class _Invocation:
     message_id: str
     correlation_id: str | None
     prepare: Callable[[dict], None] | None = None
+    # Called once when the invocation is settled: True = succeeded or parked as a failure (the
+    # source may forget the event), False = the bridge stopped first (the source keeps it).
+    on_done: Callable[[bool], None] | None = None
     attempts: int = 0
     first_attempt_at: str = ""
     last_error: dict | None = None
@@ -101,13 +104,16 @@ class Invoker:
         correlation_id: str | None,
         request_id: str,
         prepare: Callable[[dict], None] | None = None,
+        on_done: Callable[[bool], None] | None = None,
     ) -> None:
         """Queue one event; ``request_id`` stays the same for every retry, as in Lambda.
 
         ``prepare`` completes the event on the worker before the first attempt (look-ups that
-        must not slow down the HTTP answer).
+        must not slow down the HTTP answer). ``on_done`` (a durable source: the records inbox)
+        is told when the event may be deleted; such an event is not recorded as a failure when
+        the bridge stops before it finished: its source delivers it again.
         """
-        inv = _Invocation(request_id, event, message_id, correlation_id, prepare)
+        inv = _Invocation(request_id, event, message_id, correlation_id, prepare, on_done)
         with self._lock:
             self._pending[inv.request_id] = inv
             self.stats.received += 1
@@ -177,9 +183,26 @@ class Invoker:
             extra={"fields": fields | {"ms": duration, "result": _short(result)}},
         )
         with self._lock:
-            if self._claim(inv):
+            claimed = self._claim(inv)
+            if claimed:
                 self.stats.succeeded += 1
                 self._settle(inv)
+        if claimed:
+            self._done(inv, True)
+
+    def _done(self, inv: _Invocation, forget: bool) -> None:
+        if inv.on_done is not None:
+            try:
+                inv.on_done(forget)
+            except Exception as err:  # noqa: BLE001 - the source redelivers; never lose a worker
+                self.log.warning(
+                    "could not settle the event at its source",
+                    extra={"fields": {"request_id": inv.request_id, "error": str(err)}},
+                )
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return len(self._pending)
 
     def _retry_later(self, inv: _Invocation, delay: float) -> None:
         def fire() -> None:
@@ -223,6 +246,7 @@ class Invoker:
             with self._lock:
                 self.stats.failed += 1
                 self._settle(inv)
+        self._done(inv, True)  # parked with its reason (failure record + failure document)
         return path
 
     def _write_failure(self, inv: _Invocation, condition: str) -> Path:
@@ -307,6 +331,12 @@ class Invoker:
                 for timer in self._timers:
                     timer.cancel()
             for inv in left:
+                if inv.on_done is not None:  # its source keeps it and delivers it again
+                    with self._lock:
+                        if self._claim(inv):
+                            self._settle(inv)
+                    self._done(inv, False)
+                    continue
                 inv.last_error = inv.last_error or {
                     "errorType": "BridgeStopped",
                     "errorMessage": "the Lambda bridge stopped before the invocation finished",

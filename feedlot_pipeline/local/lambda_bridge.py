@@ -6,6 +6,11 @@ into the event Lambda would receive, answers at once, and invokes the handler th
 asynchronous invocation does (``invoker.py``: a worker pool, retries with backoff, failure
 records under ``<state>/lambda-failures/``). So the deployed handler runs unchanged locally.
 
+The records topic reaches the bridge through its durable inbox queue (``records_inbox.py``,
+``--records-inbox``, what ``feedlot local up`` uses): a message published while the bridge is down
+waits there, and is deleted only once the handler succeeded or its failure was parked. The HTTP
+route stays for direct use.
+
 Two routes: ``/sns`` for the records topic (``lambdas.sns_handler``) and ``/s3`` for the
 file-drops topic, whose messages are S3 event notifications handed to ``lambdas.s3_handler``
 unwrapped, exactly as S3 would deliver them to a Lambda.
@@ -20,6 +25,7 @@ import argparse
 import json
 import sys
 import uuid
+from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -46,6 +52,7 @@ from feedlot_pipeline.local.lambda_runtime import (  # noqa: F401 - re-exported
     load_handler,
     to_lambda_event,
 )
+from feedlot_pipeline.local.records_inbox import RecordsInbox
 from feedlot_pipeline.local.services import LOOPBACK
 
 DEFAULT_S3_FUNCTION_NAME = "feedlot-s3-landing"
@@ -138,6 +145,7 @@ class LambdaBridge(HttpDaemon):
         s3_handler: str | None = None,
         read_timeout: float = READ_TIMEOUT_SECONDS,
         max_connections: int = MAX_CONNECTIONS,
+        records_inbox: str | None = None,
     ) -> None:
         local = LocalSettings()
         self.state_dir = Path(state_dir)
@@ -170,6 +178,15 @@ class LambdaBridge(HttpDaemon):
             )
         )
         self._subscriptions: dict[str, str] = {}
+        self.inbox: RecordsInbox | None = None
+        if records_inbox:
+            self.inbox = RecordsInbox(
+                records_inbox,
+                lambda envelope, done: self.notification(envelope, None, on_done=done),
+                self.invoker.pending_count,
+                self.log,
+                max_pending=4 * (concurrency or local.lambda_concurrency),
+            )
 
     @property
     def endpoint(self) -> str:
@@ -183,6 +200,8 @@ class LambdaBridge(HttpDaemon):
 
     def start(self) -> LambdaBridge:
         super().start()
+        if self.inbox is not None:
+            self.inbox.start()
         return self
 
     def describe(self) -> dict[str, Any]:
@@ -196,6 +215,8 @@ class LambdaBridge(HttpDaemon):
 
     def stop(self, drain_seconds: float = 10.0) -> None:  # type: ignore[override]
         """Stop accepting, let pending invocations finish (or record them), release the port."""
+        if self.inbox is not None:
+            self.inbox.stop()  # nothing new; what is pending finishes or goes back to the queue
         self.stop_serving(grace=min(drain_seconds, 5.0))
         self.invoker.close(drain_seconds)
         self.s3_invoker.close(drain_seconds)
@@ -205,8 +226,15 @@ class LambdaBridge(HttpDaemon):
         )
         self.close_log()
 
-    def notification(self, body: dict, subscription_arn: str | None) -> str:
-        """Queue the Lambda event of one notification; runs inside SNS's delivery, so no I/O."""
+    def notification(
+        self,
+        body: dict,
+        subscription_arn: str | None,
+        on_done: Callable[[bool], None] | None = None,
+    ) -> str:
+        """Queue the Lambda event of one notification; runs inside SNS's delivery, so no I/O.
+
+        ``on_done``: the inbox's callback, told when the message may be deleted."""
         attrs = body.get("MessageAttributes") or {}
         corr = attrs.get("correlation_id", {}).get("Value") if isinstance(attrs, dict) else None
         topic = body["TopicArn"]
@@ -230,7 +258,12 @@ class LambdaBridge(HttpDaemon):
             ev["Records"][0]["EventSubscriptionArn"] = self._subscription_arn(topic)
 
         self.invoker.submit(
-            event, body["MessageId"], corr, request_id, None if known else fill_subscription
+            event,
+            body["MessageId"],
+            corr,
+            request_id,
+            None if known else fill_subscription,
+            on_done,
         )
         return request_id
 
@@ -320,6 +353,7 @@ class LambdaBridge(HttpDaemon):
             "function_name": self.invoker.function_name,
             "failures_dir": str(self.invoker.failures_dir),
             **self.invoker.counts(),
+            **({"inbox": self.inbox.health()} if self.inbox is not None else {}),
             "s3": {
                 "endpoint": self.s3_endpoint,
                 "handler": self.s3_handler_spec,
@@ -340,9 +374,18 @@ def main(argv: list[str] | None = None) -> int:
         "--handler", default=None, help=f"module:function (default {local.sns_handler})"
     )
     parser.add_argument("--drain-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--records-inbox", default=None, help="SQS queue of the records topic to poll (durable)"
+    )
     args = parser.parse_args(argv)
 
-    bridge = LambdaBridge(args.state_dir, args.port, host=args.host, handler=args.handler)
+    bridge = LambdaBridge(
+        args.state_dir,
+        args.port,
+        host=args.host,
+        handler=args.handler,
+        records_inbox=args.records_inbox,
+    )
     try:
         bridge.start()
     except OSError as err:

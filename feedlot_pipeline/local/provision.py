@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from feedlot_pipeline.analytics.provisioning import provision_analytics
 from feedlot_pipeline.core.aws import client
-from feedlot_pipeline.core.settings import Settings
+from feedlot_pipeline.core.settings import LocalSettings, Settings
 from feedlot_pipeline.observability.alerts import provision_alerts
 
 
@@ -29,6 +29,8 @@ class Provisioned:
     # The failure topic and the queue subscribed to it (raw delivery) to read its documents.
     failure_topic_arn: str = ""
     failures_inbox_url: str = ""
+    # The records topic's durable inbox that the local Lambda bridge polls.
+    records_inbox_url: str = ""
 
 
 def provision(settings: Settings | None = None, max_receive_count: int = 10) -> Provisioned:
@@ -82,6 +84,7 @@ def provision(settings: Settings | None = None, max_receive_count: int = 10) -> 
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])[
         "Attributes"
     ]["QueueArn"]
+    records_inbox_url = provision_records_inbox(LocalSettings(), topic_arn, max_receive_count)
     drops = provision_file_drops(s, max_receive_count)
     failure_topic_arn, failures_inbox_url = provision_failures(s)
     provision_alerts()
@@ -98,7 +101,58 @@ def provision(settings: Settings | None = None, max_receive_count: int = 10) -> 
         firehose_stream_arn=drops.firehose_stream_arn,
         failure_topic_arn=failure_topic_arn,
         failures_inbox_url=failures_inbox_url,
+        records_inbox_url=records_inbox_url,
     )
+
+
+def _allow_topic(sqs: object, queue_url: str, queue_arn: str, topic_arn: str, sid: str) -> None:
+    """The queue policy that lets ``topic_arn`` deliver into the queue."""
+    statement = {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Principal": {"Service": "sns.amazonaws.com"},
+        "Action": "sqs:SendMessage",
+        "Resource": queue_arn,
+        "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
+    }
+    policy = {"Version": "2012-10-17", "Statement": [statement]}
+    sqs.set_queue_attributes(  # type: ignore[attr-defined]
+        QueueUrl=queue_url, Attributes={"Policy": json.dumps(policy)}
+    )
+
+
+def provision_records_inbox(s: LocalSettings, topic_arn: str, max_receive_count: int = 10) -> str:
+    """The records topic's inbox queue (and its DLQ), subscribed with the SNS envelope: its URL.
+
+    Locally it stands for what AWS keeps between SNS and a Lambda (the async event queue): a
+    message published while the Lambda bridge is down or busy waits here — kept across moto
+    restarts by the lake journal — and the bridge deletes it only once the handler succeeded
+    (or its failure is parked with the reason). Not part of ``deploy/``: on AWS, SNS invokes
+    the Lambda, which retries and has its own on-failure destination.
+    """
+    sqs = client("sqs")
+    dlq_url = sqs.create_queue(
+        QueueName=s.records_inbox_dlq, Attributes={"MessageRetentionPeriod": "1209600"}
+    )["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    url = sqs.create_queue(
+        QueueName=s.records_inbox,
+        Attributes={
+            "VisibilityTimeout": "30",  # the bridge extends it while an invocation is pending
+            "MessageRetentionPeriod": "1209600",
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
+            ),
+        },
+    )["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    _allow_topic(sqs, url, arn, topic_arn, "records-topic-delivers")
+    client("sns").subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=arn)
+    return url
 
 
 def provision_failures(settings: Settings | None = None) -> tuple[str, str]:
@@ -117,26 +171,7 @@ def provision_failures(settings: Settings | None = None) -> tuple[str, str]:
     inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox_url, AttributeNames=["QueueArn"])[
         "Attributes"
     ]["QueueArn"]
-    sqs.set_queue_attributes(
-        QueueUrl=inbox_url,
-        Attributes={
-            "Policy": json.dumps(
-                {
-                    "Version": "2012-10-17",
-                    "Statement": [
-                        {
-                            "Sid": "failure-topic-delivers",
-                            "Effect": "Allow",
-                            "Principal": {"Service": "sns.amazonaws.com"},
-                            "Action": "sqs:SendMessage",
-                            "Resource": inbox_arn,
-                            "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}},
-                        }
-                    ],
-                }
-            )
-        },
-    )
+    _allow_topic(sqs, inbox_url, inbox_arn, topic_arn, "failure-topic-delivers")
     client("sns").subscribe(  # idempotent: the same endpoint returns the same subscription
         TopicArn=topic_arn,
         Protocol="sqs",

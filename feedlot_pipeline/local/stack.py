@@ -182,6 +182,8 @@ def up(state_dir: Path | str | None = None, accept_empty_lake: bool = False) -> 
                 settings.sensor_dlq,
                 settings.large_file_dlq,
                 settings.failures_inbox,
+                local.records_inbox,
+                local.records_inbox_dlq,
                 config.ObservabilitySettings().alerts_inbox,
             ),
             fsync=local.moto_fsync,
@@ -215,10 +217,15 @@ def up(state_dir: Path | str | None = None, accept_empty_lake: bool = False) -> 
 
             with Warehouse(warehouse_url) as wh:
                 client_map.publish(config.Settings().lake_bucket, wh.clients())
-            bridge = components.start_bridge(paths, ports["lambda_bridge"], env)
+            bridge = components.start_bridge(
+                paths, ports["lambda_bridge"], env, config.LocalSettings().records_inbox
+            )
             services.append(started_here(bridge))
+            # The records topic reaches the bridge through its durable inbox queue (provisioned
+            # and subscribed above), not over http: nothing published while it is down is lost.
             endpoint = f"{bridge.address}{BRIDGE_PATH}"
-            subscription = components.subscribe_bridge(provisioned.topic_arn, endpoint)
+            components.unsubscribe_http(provisioned.topic_arn)
+            subscription = provisioned.records_inbox_url
             components.subscribe_bridge(
                 provisioned.file_drops_topic_arn,
                 f"{bridge.address}{BRIDGE_S3_PATH}",

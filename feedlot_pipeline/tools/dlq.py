@@ -391,3 +391,131 @@ def redrive_cmd(
     )
     if report.failed or report.not_found:
         raise SystemExit(1)
+
+
+# --- re-landing failure documents ----------------------------------------------------------------
+
+# The Lambdas whose failure documents carry a whole landing event, and where their handler is.
+RELAND_SOURCES = {"feedlot-sns-landing": "sns_handler", "feedlot-s3-landing": "s3_handler"}
+
+
+@dataclass
+class RelandReport:
+    landed: dict[str, list[str]] = field(default_factory=dict)  # document id -> raw keys
+    failed: dict[str, str] = field(default_factory=dict)  # document id -> why
+    skipped: dict[str, str] = field(default_factory=dict)  # not a landing failure: left as is
+
+
+def _event_of(document: dict) -> dict:
+    """The Lambda event a failure document was made of; the local failure record when the
+    document's copy was truncated to fit SNS."""
+    if document.get("payload_truncated"):
+        path = (document.get("details") or {}).get("failure_record")
+        if not path:
+            raise ValueError("payload truncated and no failure record named")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                return json.load(handle)["requestPayload"]
+        except (OSError, KeyError, json.JSONDecodeError) as err:
+            raise ValueError(f"payload truncated; failure record {path}: {err}") from None
+    event = json.loads(document["payload"])
+    if not isinstance(event, dict):
+        raise ValueError("payload is not a Lambda event")
+    return event
+
+
+def reland(letters: list[DeadLetter], url: str, *, dry_run: bool = False) -> RelandReport:
+    """Run each landing failure's event through its Lambda handler again (the landing code:
+    same raw keys, so a record landed before is not landed twice); delete a document only after
+    its event landed. Other documents are left in the queue."""
+    from feedlot_pipeline.core.settings import LocalSettings
+    from feedlot_pipeline.local.lambda_runtime import LambdaContext, load_handler
+
+    local = LocalSettings()
+    report = RelandReport()
+    done: list[DeadLetter] = []
+    keep: list[DeadLetter] = []
+    for letter in letters:
+        document = letter._body_json()
+        source = document.get("source") if isinstance(document, dict) else None
+        if (
+            not isinstance(document, dict)
+            or document.get("type") != "feedlot_failure"
+            or document.get("stage") != "lambda"
+            or source not in RELAND_SOURCES
+        ):
+            report.skipped[letter.message_id] = (
+                "not a landing Lambda's failure (redrive notices, replay partitions)"
+            )
+            keep.append(letter)
+            continue
+        try:
+            event = _event_of(document)
+            if dry_run:
+                report.landed[letter.message_id] = []
+                keep.append(letter)
+                continue
+            handler = load_handler(getattr(local, RELAND_SOURCES[source]))
+            context = LambdaContext(
+                function_name=source,
+                invoked_function_arn=f"arn:aws:lambda:local:000000000000:function:{source}",
+                aws_request_id=f"reland-{letter.message_id}",
+            )
+            result = handler(event, context) or {}
+        except Exception as err:  # noqa: BLE001 - reported per document; the rest go on
+            report.failed[letter.message_id] = f"{type(err).__name__}: {err}"[:500]
+            keep.append(letter)
+            continue
+        report.landed[letter.message_id] = list(result.get("landed") or [])
+        done.append(letter)
+    release(url, keep)
+    sqs = client("sqs")
+    for chunk in _chunks(done):
+        sqs.delete_message_batch(
+            QueueUrl=url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m.receipt} for i, m in enumerate(chunk)],
+        )
+    return report
+
+
+@dlq.command(name="reland")
+@click.argument("ids", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every landing failure in the queue.")
+@click.option(
+    "--queue",
+    "queue",
+    default=None,
+    metavar="NAME|URL",
+    help="Queue of failure documents [default: FEEDLOT_FAILURES_INBOX].",
+)
+@click.option("--dry-run", is_flag=True, help="Say what would be landed; land nothing.")
+def reland_cmd(queue: str | None, ids: tuple[str, ...], all_: bool, dry_run: bool) -> None:
+    """Land again the records of landing Lambdas' failure documents (IDs, or --all).
+
+    Each document's event goes through its handler again (the same landing code, the same raw
+    keys: nothing already landed lands twice); the document is deleted once its event landed.
+    """
+    if all_ == bool(ids):
+        raise click.UsageError("give document IDs or --all (not both)")
+    name, url = _queue(queue or Settings().failures_inbox)
+    letters = peek(url, DEFAULT_MAX, MOVE_VISIBILITY_SECONDS)
+    wanted = letters if all_ else [m for m in letters if m.message_id in set(ids)]
+    release(url, [m for m in letters if m not in wanted])
+    missing = [] if all_ else sorted(set(ids) - {m.message_id for m in wanted})
+    report = reland(wanted, url, dry_run=dry_run)
+    for message_id in missing:
+        click.echo(f"not found in {name}: {message_id}", err=True)
+    for message_id, keys in report.landed.items():
+        verb = "would land" if dry_run else f"landed {len(keys)} raw object(s)"
+        click.echo(f"{message_id}: {verb}")
+    for message_id, why in report.failed.items():
+        click.echo(f"{message_id}: NOT landed: {why}", err=True)
+    if ids:
+        for message_id, why in report.skipped.items():
+            click.echo(f"{message_id}: skipped, {why}", err=True)
+    click.echo(
+        f"reland from {name}: {len(report.landed)} landed, {len(report.failed)} failed, "
+        f"{len(report.skipped)} other document(s) left in place"
+    )
+    if report.failed or missing:
+        raise SystemExit(1)

@@ -93,7 +93,7 @@ def up(state_dir: Path, accept_empty_lake: bool) -> None:
     click.echo(f"Local stack up in {info.seconds:.1f} s (state in {_shown(info.state_dir)})")
     _table(info.services)
     click.echo(f"  SNS topic     {info.topic_arn}")
-    click.echo(f"    → http subscription {info.bridge_endpoint} (Lambda bridge)")
+    click.echo(f"    → SQS inbox {info.subscription_arn} (polled by the Lambda bridge)")
     click.echo(f"  warehouse     {_redacted(info.env['FEEDLOT_WAREHOUSE_URL'])} (migrated)")
     click.echo(f"  dagster       {_redacted(info.env['FEEDLOT_DAGSTER_STORAGE_URL'])}")
     for note in info.notes:

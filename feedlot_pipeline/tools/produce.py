@@ -12,6 +12,15 @@ A line that is not JSON cannot be put in a JSON array without changing it: it is
 reported (file and line number). Entries SNS fails are retried, then reported; the command exits
 non-zero when anything was not published.
 
+Outages: a call that fails on a connection error, a 5xx or throttling (and, once the topic was
+seen, a topic that vanished: a restarted moto before ``feedlot local up`` provisions it again) is
+retried with the same entries, with backoff (0.5 s doubling to 10 s), for up to ``--retry-for``
+seconds (120) since the first failure in a row; each outage and its recovery are printed, and the
+summary counts retries. A batch SNS answered is never sent again; a call whose answer was lost
+after it was sent (connection reset, read timeout) may have been published, so it is resent and
+counted as ``maybe sent twice`` (the landing keys on the SNS message id, and a record delivered
+twice is one row: the pipeline counts it as redelivered, not as a new record).
+
 ``--via api`` POSTs the same JSON arrays to ``$FEEDLOT_INGEST_API_URL/consumo`` (API key from
 ``FEEDLOT_INGEST_API_KEY`` or the SSM parameter ``FEEDLOT_INGEST_API_KEY_PARAMETER``) from
 ``--concurrency`` threads; a body never exceeds ``FEEDLOT_INGEST_API_MAX_BODY_BYTES``. 5xx, 429 and
@@ -50,6 +59,10 @@ MAX_BODY_BYTES = MAX_MESSAGE_BYTES - ATTRIBUTE_RESERVE - ENVELOPE_RESERVE
 BATCH_ENTRIES = 10  # PublishBatch limit
 ENTRY_ATTEMPTS = 4  # first try plus retries of entries SNS reports as failed
 CONSECUTIVE_CALL_FAILURES_TO_ABORT = 3
+RETRY_FOR_SECONDS = 120.0  # how long an outage (connection errors, 5xx) is ridden out
+THROTTLING = frozenset(
+    {"Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded"}
+)
 KEPT_DETAILS = 50  # bad lines / errors listed in the summary
 
 
@@ -78,6 +91,9 @@ class PublishResult:
     unit: str = "messages"  # what ``messages`` counts: SNS messages, API requests, batches
     rejected: int = 0  # records the API reported as rejected (landed anyway, not failures)
     retries: int = 0
+    outages: int = 0  # stretches of failed calls that were ridden out (or not)
+    outage_seconds: float = 0.0  # the longest of them
+    maybe_twice: int = 0  # messages resent after a lost answer: may have been published twice
     latencies: list[float] = field(default_factory=list, repr=False)  # seconds per API request
 
     @property
@@ -112,6 +128,10 @@ class PublishResult:
         )
         if self.retries:
             text += f", retries {self.retries}"
+        if self.outages:
+            text += f", outages {self.outages} (longest {self.outage_seconds:.1f} s)"
+        if self.maybe_twice:
+            text += f", maybe sent twice {self.maybe_twice} (answer lost; counted as redelivered)"
         if self.unit == "requests":
             text += f", rejected by the API {self.rejected} (landed, filed with their reason)"
         return text
@@ -162,6 +182,93 @@ def count_lines(path: Path | str) -> int:
             count += chunk.count(b"\n")
             last = chunk[-1:]
     return count + (last != b"\n")
+
+
+# --- outages -------------------------------------------------------------------------------------
+
+
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class Outage:
+    """Rides out a stretch of failed calls: backoff until ``retry_for`` seconds have passed since
+    the first failure in a row; says when an outage starts and ends. Thread-safe."""
+
+    def __init__(
+        self,
+        result: PublishResult,
+        what: str,
+        retry_for: float = RETRY_FOR_SECONDS,
+        *,
+        backoff: float = 0.5,
+        max_backoff: float = 10.0,
+        say: Any = _stderr,
+    ) -> None:
+        self.result = result
+        self.what = what
+        self.retry_for = retry_for
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self.say = say
+        self._lock = threading.Lock()
+        self._since: float | None = None
+        self._failures = 0
+
+    def failed(self, reason: str) -> float | None:
+        """Seconds to wait before the next try, or None: the window is spent (give up)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._since is None:
+                self._since, self._failures = now, 0
+                self.result.outages += 1
+                self.say(
+                    f"  {self.what} failing ({reason}); retrying for up to {self.retry_for:.0f} s"
+                )
+            self._failures += 1
+            spent = now - self._since
+            self.result.outage_seconds = max(self.result.outage_seconds, spent)
+            if spent >= self.retry_for:
+                return None
+            self.result.retries += 1
+            delay = min(self.max_backoff, self.backoff * 2 ** (self._failures - 1))
+            return min(delay, max(0.0, self.retry_for - spent) + 0.01)
+
+    def recovered(self) -> None:
+        with self._lock:
+            if self._since is None:
+                return
+            spent = time.monotonic() - self._since
+            self.result.outage_seconds = max(self.result.outage_seconds, spent)
+            self.say(
+                f"  {self.what} back after {spent:.1f} s ({self._failures} failed call(s) retried)"
+            )
+            self._since = None
+
+
+def transient(err: Exception, *, seen: bool = False) -> tuple[bool, bool]:
+    """(retry?, maybe done?) for a failed AWS call.
+
+    Retried: connection errors, 5xx, throttling; with ``seen`` (the resource answered before in
+    this run) also NotFound: a restarted local moto has not provisioned it again yet. ``maybe
+    done`` when the request may have reached the service before the failure (lost answer).
+    """
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.parsers import ResponseParserError
+
+    if isinstance(err, BotoConnectionError):  # could not connect: nothing was sent
+        return True, False
+    if isinstance(err, (HTTPClientError, ResponseParserError)):  # sent; the answer was lost
+        return True, True
+    if isinstance(err, ClientError):
+        status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        code = str(err.response.get("Error", {}).get("Code", ""))
+        if status >= 500 or code in THROTTLING:
+            return True, status >= 500
+        if seen and code in ("NotFound", "NotFoundException", "ResourceNotFoundException"):
+            return True, False
+    return False, False
 
 
 # --- publishing ----------------------------------------------------------------------------------
@@ -224,6 +331,8 @@ class Publisher:
         bar: Any = None,
         run_id: str | None = None,
         sns: Any = None,
+        retry_for: float = RETRY_FOR_SECONDS,
+        say: Any = _stderr,
     ) -> None:
         self.topic_arn = topic_arn(topic)
         # With a rate, a message carries at most about a second of records, so the stream is
@@ -236,6 +345,8 @@ class Publisher:
         self._pending: list[_Entry] = []
         self._sequence = 0
         self._call_failures = 0
+        self.outage = Outage(self.result, "SNS PublishBatch", retry_for, say=say)
+        self._seen = False  # the topic answered once: a NotFound later is an outage
 
     # messages
 
@@ -300,8 +411,19 @@ class Publisher:
                     PublishBatchRequestEntries=[e.request() for e in entries],
                 )
             except Exception as err:  # noqa: BLE001 - botocore already retried; report, go on
-                self._call_failed(entries, err)
-                return
+                retry, maybe_done = transient(err, seen=self._seen)
+                delay = self.outage.failed(f"{type(err).__name__}: {err}") if retry else None
+                if delay is None:
+                    self._call_failed(entries, err)
+                    return
+                for entry in entries:  # the same entries again; a call is no entry attempt
+                    entry.attempts -= 1
+                if maybe_done:
+                    self.result.maybe_twice += len(entries)
+                time.sleep(delay)
+                continue
+            self.outage.recovered()
+            self._seen = True
             self._call_failures = 0
             ok = {s["Id"] for s in response.get("Successful", [])}
             failed = {f["Id"]: f for f in response.get("Failed", [])}
@@ -407,6 +529,7 @@ class ApiPoster:
         timeout: float = API_TIMEOUT_SECONDS,
         attempts: int = API_ATTEMPTS,
         backoff: float = 0.2,
+        retry_for: float = RETRY_FOR_SECONDS,
     ) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -419,6 +542,7 @@ class ApiPoster:
         self.timeout = timeout
         self.attempts = max(1, attempts)
         self.backoff = backoff
+        self.retry_for = retry_for
         self.result = PublishResult(run_id or uuid.uuid4().hex[:12], unit="requests")
         self._pool = ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="produce-api")
         self._slots = threading.BoundedSemaphore(2 * max(1, concurrency))  # bounded memory
@@ -460,11 +584,14 @@ class ApiPoster:
         correlation_id = f"{self.result.run_id}-{sequence:06d}"
         headers = {"x-correlation-id": correlation_id, "idempotency-key": correlation_id}
         reason = ""
-        for attempt in range(1, self.attempts + 1):
+        attempt = 0
+        first_failure: float | None = None
+        while True:
+            attempt += 1
             if attempt > 1:
                 with self._lock:
                     self.result.retries += 1
-                time.sleep(self.backoff * 2 ** (attempt - 2))
+                time.sleep(min(10.0, self.backoff * 2 ** (attempt - 2)))
             started = time.perf_counter()
             try:
                 response = self._session().post(
@@ -479,7 +606,11 @@ class ApiPoster:
                     return
                 reason = f"HTTP {response.status_code}: {_message(response)}"
                 retry = response.status_code >= 500 or response.status_code == 429
-            if not retry:
+            # Retried (same idempotency key: lands nothing twice) at least ``attempts`` times,
+            # and for as long as the outage is shorter than ``retry_for``.
+            first_failure = first_failure or time.monotonic()
+            within = time.monotonic() - first_failure < self.retry_for
+            if not retry or (attempt >= self.attempts and not within):
                 break
         self._failed(correlation_id, count, attempt, reason)
 
@@ -553,6 +684,8 @@ class FirehoseWriter:
         run_id: str | None = None,
         firehose: Any = None,
         backoff: float = 0.2,
+        retry_for: float = RETRY_FOR_SECONDS,
+        say: Any = _stderr,
     ) -> None:
         self.stream = stream
         self.pacer = _Pacer(rate)
@@ -563,6 +696,8 @@ class FirehoseWriter:
         self._pending: list[bytes] = []
         self._size = 0
         self._call_failures = 0
+        self.outage = Outage(self.result, "Firehose PutRecordBatch", retry_for, say=say)
+        self._seen = False
 
     def publish_stream(self, items: Iterable[bytes | BadLine]) -> None:
         for item in items:
@@ -602,8 +737,18 @@ class FirehoseWriter:
                     DeliveryStreamName=self.stream, Records=[{"Data": e} for e in entries]
                 )
             except Exception as err:  # noqa: BLE001 - botocore already retried; report, go on
-                self._batch_failed(entries, f"{type(err).__name__}: {err}")
-                return
+                retry, maybe_done = transient(err, seen=self._seen)
+                delay = self.outage.failed(f"{type(err).__name__}: {err}") if retry else None
+                if delay is None:
+                    self._batch_failed(entries, f"{type(err).__name__}: {err}")
+                    return
+                attempt -= 1  # the same batch again: a call that failed is no entry attempt
+                if maybe_done:
+                    self.result.maybe_twice += 1
+                time.sleep(delay)
+                continue
+            self.outage.recovered()
+            self._seen = True
             self._call_failures = 0
             answers = response.get("RequestResponses", [])
             failed = [e for e, a in zip(entries, answers, strict=False) if a.get("ErrorCode")]
@@ -687,18 +832,27 @@ def _sink(
     api_key: str | None,
     concurrency: int,
     stream: str | None,
+    retry_for: float = RETRY_FOR_SECONDS,
 ) -> Publisher | ApiPoster | FirehoseWriter:
     if via == "api":
         if not (url and api_key):
             url, api_key = api_target(url)
         return ApiPoster(
-            url, api_key, batch_size=batch_size, rate=rate, concurrency=concurrency, bar=bar
+            url,
+            api_key,
+            batch_size=batch_size,
+            rate=rate,
+            concurrency=concurrency,
+            bar=bar,
+            retry_for=retry_for,
         )
     if via == "firehose":
-        return FirehoseWriter(stream or Settings().firehose_stream, rate=rate, bar=bar)
+        stream = stream or Settings().firehose_stream
+        return FirehoseWriter(stream, rate=rate, bar=bar, retry_for=retry_for)
     if via != "sns":
         raise ValueError(f"unknown --via {via!r}: sns, api or firehose")
-    return Publisher(topic or Settings().records_topic, batch_size=batch_size, rate=rate, bar=bar)
+    topic = topic or Settings().records_topic
+    return Publisher(topic, batch_size=batch_size, rate=rate, bar=bar, retry_for=retry_for)
 
 
 def _publish(
@@ -714,6 +868,7 @@ def _publish(
     api_key: str | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     stream: str | None = None,
+    retry_for: float = RETRY_FOR_SECONDS,
 ) -> PublishResult:
     started = time.monotonic()
     bar = _progress_bar(progress, total)
@@ -728,6 +883,7 @@ def _publish(
             api_key=api_key,
             concurrency=concurrency,
             stream=stream,
+            retry_for=retry_for,
         )
         for kind, items in sources:
             if publisher.result.aborted:
@@ -755,7 +911,7 @@ def publish_files(
     """Publish JSON Lines files (``-`` is stdin) to the records topic (default from settings).
 
     ``via`` options (``via="api"|"firehose"``, ``url``, ``api_key``, ``concurrency``, ``stream``)
-    choose another way in.
+    choose another way in; ``retry_for`` is how long an outage is ridden out (seconds).
     """
     paths = list(paths)
     total = None
@@ -839,6 +995,14 @@ def publish_generated(
 @click.option(
     "--stream", default=None, help="Delivery stream [default: FEEDLOT_FIREHOSE_STREAM] (firehose)."
 )
+@click.option(
+    "--retry-for",
+    default=RETRY_FOR_SECONDS,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds to keep retrying through an outage (connection errors, 5xx, throttling) "
+    "before giving up on a batch.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar [default: on a tty].")
 def produce(
     files: tuple[Path, ...],
@@ -851,6 +1015,7 @@ def produce(
     concurrency: int,
     url: str | None,
     stream: str | None,
+    retry_for: float,
     progress: bool | None,
 ) -> None:
     """Send consumption records from FILE... (JSON Lines; - for stdin) or --generate N."""
@@ -863,6 +1028,7 @@ def produce(
         "batch_size": batch_size,
         "rate": rate,
         "progress": progress,
+        "retry_for": retry_for,
     }
     if via != "sns":
         options |= {"via": via, "concurrency": concurrency, "url": url, "stream": stream}

@@ -557,3 +557,67 @@ def test_local_up_serves_the_api_with_a_generated_key(
         admin.dispose()
     assert stopped["api_gateway"] == "stopped"
     assert not port_open(api_port)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """VmHWM: the process's peak resident set since it started (Linux)."""
+    for line in open(f"/proc/{pid}/status").read().splitlines():  # noqa: SIM115, PTH123
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
+def test_a_1_mib_body_stays_under_300_mb_and_a_flood_of_records_is_refused(
+    aws, warehouse_url, api_key, tmp_path
+) -> None:
+    """The route as its own process (``python -m …api_gateway``, the real handler): an accepted
+    1 MiB body of the most records allowed keeps the process's peak RSS ≤ 300 MB; a 1 MiB body
+    of ``{}``s (349,525 records) is refused with 413 before any is landed."""
+    import signal
+    import subprocess
+    import sys
+
+    from feedlot_pipeline.core.settings import Settings
+    from feedlot_pipeline.local.services import free_port, wait_for_port
+
+    settings = Settings()
+    port = free_port()
+    env = {**os.environ, "FEEDLOT_INGEST_API_KEY": api_key, "PYTHONUNBUFFERED": "1"}
+    with open(tmp_path / "gw.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "feedlot_pipeline.local.api_gateway", "--port", str(port)]
+            + ["--state-dir", str(tmp_path)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for_port(port, 60, proc, "API gateway")
+        url = f"http://127.0.0.1:{port}/consumo"
+        headers = {"x-api-key": api_key, "content-type": "application/json"}
+        limit, cap = settings.ingest_api_max_body_bytes, settings.ingest_api_max_records
+        assert (limit, cap) == (1_048_576, 5_000)  # the documented defaults
+        flood = b"[" + b",".join([b"{}"] * ((limit - 2) // 3)) + b"]"
+        assert len(flood) <= limit
+        answer = requests.post(url, data=flood, headers=headers, timeout=120)
+        assert answer.status_code == 413, answer.text
+        assert "FEEDLOT_INGEST_API_MAX_RECORDS" in answer.json()["message"]
+        one = len(json.dumps(record("FazendaUm", lote="0" * 14), separators=(",", ":"))) + 1
+        real = [record("FazendaUm", lote=f"{i:014d}") for i in range((limit - 2) // one)]
+        budget = (limit - 2) // cap - 1  # the most records allowed, each as long as fits
+        small = [{"cod_cliente": "FazendaUm", "id_lote": f"{i:014d}"} for i in range(cap)]
+        pad = budget - len(json.dumps(small[0], separators=(",", ":"))) - len(',"nota":""')
+        before = _peak_rss_mb(proc.pid)
+        for records in (real, [{**r, "nota": "x" * pad} for r in small]):
+            body = json.dumps(records, separators=(",", ":")).encode()
+            assert limit - 20_000 < len(body) <= limit
+            answer = requests.post(url, data=body, headers=headers, timeout=300)
+            assert answer.status_code == 202, answer.text
+        peak = _peak_rss_mb(proc.pid)
+        print(f"route process peak RSS: {before:.0f} MB at rest, {peak:.0f} MB after 1 MiB")
+        assert peak <= 300
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)

@@ -311,3 +311,85 @@ def test_default_retries_ride_out_a_downstream_outage(
     old = make_bridge("during_outage", retry_seconds=(0.01, 0.02))
     assert _post(old, AWS_HTTP_BODY).status_code == 200
     assert old.invoker.wait_idle(10) and old.invoker.stats.failed == 1
+
+
+# --- the records inbox (durable way in) ----------------------------------------------------------
+
+
+def _inbox_depth(url: str) -> tuple[int, int]:
+    attrs = client("sqs").get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attrs["ApproximateNumberOfMessages"]), int(
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def _inbox_bridge(tmp_path: Path, handler: str, inbox: str) -> LambdaBridge:
+    return LambdaBridge(
+        tmp_path,
+        0,
+        handler=f"{HANDLERS}:{handler}",
+        retry_seconds=(0.05, 0.1),
+        records_inbox=inbox,
+    ).start()
+
+
+def test_published_while_the_bridge_is_down_is_invoked_once_it_is_up(tmp_path: Path, aws) -> None:
+    """Publishes succeed with no bridge running; a bridge started later invokes every message
+    (attributes kept) and deletes each only after success."""
+    settings, prov = aws
+    handlers.reset()
+    sns = client("sns")
+    sent = []
+    for i in range(5):
+        sent.append(
+            sns.publish(
+                TopicArn=prov.topic_arn,
+                Message=json.dumps([{"n": i}]),
+                MessageAttributes={
+                    "correlation_id": {"DataType": "String", "StringValue": f"c{i}"}
+                },
+            )["MessageId"]
+        )
+    assert _inbox_depth(prov.records_inbox_url) == (5, 0)  # waiting, nothing lost
+    bridge = _inbox_bridge(tmp_path, "record", LocalSettings().records_inbox)
+    try:
+        calls = [_next_call(10) for _ in range(5)]
+        records = [c["event"]["Records"][0] for c in calls]
+        assert sorted(r["Sns"]["MessageId"] for r in records) == sorted(sent)
+        assert {r["Sns"]["MessageAttributes"]["correlation_id"]["Value"] for r in records} == {
+            f"c{i}" for i in range(5)
+        }
+        deadline = time.monotonic() + 10
+        while _inbox_depth(prov.records_inbox_url) != (0, 0) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _inbox_depth(prov.records_inbox_url) == (0, 0)
+        assert bridge.health()["inbox"]["deleted"] == 5
+    finally:
+        bridge.stop(drain_seconds=2)
+
+
+def test_a_bridge_stopped_mid_invocation_leaves_the_message_in_the_inbox(
+    tmp_path: Path, aws
+) -> None:
+    """An invocation still retrying when the bridge stops is neither recorded as a failure nor
+    deleted: the queue delivers it again to the next bridge."""
+    settings, prov = aws
+    handlers.reset()
+    bridge = LambdaBridge(
+        tmp_path,
+        0,
+        handler=f"{HANDLERS}:always_fail",
+        retry_seconds=(30.0,),
+        records_inbox=LocalSettings().records_inbox,
+    ).start()
+    try:
+        client("sns").publish(TopicArn=prov.topic_arn, Message=json.dumps([{"n": 1}]))
+        _next_call(10)
+    finally:
+        bridge.stop(drain_seconds=0.5)
+    assert bridge.health()["inbox"]["kept"] == 1 and bridge.health()["inbox"]["deleted"] == 0
+    assert not list((tmp_path / "lambda-failures").glob("*.json"))
+    assert sum(_inbox_depth(prov.records_inbox_url)) == 1  # still there, invisible for now

@@ -156,3 +156,63 @@ def test_missing_queue_is_a_clear_error(moto_endpoint: str) -> None:
     result = CliRunner().invoke(main, ["dlq", "list", "--queue", "no-such-queue-xyz"])
     assert result.exit_code == 1
     assert "queue 'no-such-queue-xyz' does not exist" in result.output
+
+
+def test_reland_lands_a_failed_lambda_event_once_and_leaves_other_documents(
+    failures_aws,  # noqa: F811
+    warehouse_url: str,
+    tmp_path,
+) -> None:
+    """A landing Lambda that gave up (warehouse down, lake unreachable…) left its event in a
+    failure document; ``feedlot dlq reland --all`` lands its records through the same handler,
+    deletes only that document, and a second run lands nothing twice. A truncated document is
+    landed from the local failure record it names."""
+    from feedlot_pipeline_tests.helpers import sns_event
+
+    settings, prov = failures_aws
+    batch = [record(lote="1"), record(lote="2"), record("FazendaDois", lote="3")]
+    event = sns_event(json.dumps(batch), "msg-failed", correlation_id="corr-7")
+    report_failure(
+        source="feedlot-sns-landing",
+        stage="lambda",
+        reason="RetriesExhausted: OperationalError: connection refused",
+        payload=event,
+        event_id="msg-failed",
+    )
+    big = sns_event(json.dumps([record(lote="9")]), "msg-truncated")
+    failure_record = tmp_path / "failure.json"
+    failure_record.write_text(json.dumps({"requestPayload": big}))
+    report_failure(
+        source="feedlot-sns-landing",
+        stage="lambda",
+        reason="RetriesExhausted: boom",
+        payload="x" * (300 * 1024),  # truncated to fit SNS
+        event_id="msg-truncated",
+        details={"failure_record": str(failure_record)},
+    )
+    report_failure(
+        source="consumption_events_sensor",
+        stage="sensor",
+        reason="not a notice",
+        payload="garbage",
+        event_id=None,
+    )
+    assert depth(prov.failures_inbox_url) == (3, 0)
+
+    out = run("reland", "--all")
+    assert out.exit_code == 0, out.output
+    assert "2 landed, 0 failed, 1 other document(s) left in place" in out.output
+    keys = {
+        o["Key"]
+        for o in client("s3").list_objects_v2(Bucket=settings.lake_bucket)["Contents"]
+        if "msg-" in o["Key"]
+    }
+    assert keys == {
+        "historico_diario/fazenda_um/2023/01/01/sns-msg-failed.jsonl",
+        "historico_diario/fazenda_dois/2023/01/01/sns-msg-failed.jsonl",
+        "historico_diario/fazenda_um/2023/01/01/sns-msg-truncated.jsonl",
+    }
+    assert depth(prov.failures_inbox_url) == (1, 0)  # the sensor's document stays
+
+    out = run("reland", "--all")
+    assert "0 landed, 0 failed, 1 other document(s) left in place" in out.output
