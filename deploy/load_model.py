@@ -237,7 +237,7 @@ def model() -> dict[str, dict[str, float]]:
 
 def monthly_costs(m: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     fixed = {
-        "VPC interface endpoints (12 x 2 AZ)": 12 * 2 * P["endpoint_az_h"] * HOURS_MONTH,
+        "VPC interface endpoints (13 x 2 AZ)": 13 * 2 * P["endpoint_az_h"] * HOURS_MONTH,
         "ALB (internal, ~1 LCU)": (P["alb_h"] + P["alb_lcu_h"]) * HOURS_MONTH,
         "ECS services (code server, daemon, webserver)": (2 * fargate_h(0.5, 2) + fargate_h(1, 2))
         * HOURS_MONTH,

@@ -150,7 +150,8 @@ def test_network_has_an_endpoint_for_every_api_the_platform_calls() -> None:
             assert [render(g) for g in props["SecurityGroupIds"]] == ["${EndpointSecurityGroup}"]
     assert endpoints["s3"]["VpcEndpointType"] == "Gateway"
     # S3/SQS/SNS/SSM/Secrets Manager/CloudWatch (the issue), the SSM agent's channels, what
-    # Fargate needs to pull (ECR) and what the launcher and the backup job call (ECS, EC2).
+    # Fargate needs to pull (ECR), what the launcher and the backup job call (ECS, EC2) and the
+    # curated zone's catalog the analytics runs keep (Glue).
     assert set(endpoints) == {
         "s3",
         "sqs",
@@ -158,6 +159,7 @@ def test_network_has_an_endpoint_for_every_api_the_platform_calls() -> None:
         "ssm",
         "ssmmessages",
         "ec2messages",
+        "glue",
         "secretsmanager",
         "logs",
         "monitoring",
