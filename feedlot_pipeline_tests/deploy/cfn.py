@@ -30,7 +30,9 @@ STAR_RESOURCE_ACTIONS = {
     "ec2:DescribeSnapshots",
     "ec2:DescribeInstances",
     # worker.yaml (confined with aws:RequestedRegion): the SSM agent's message channels have no
-    # resource types; a command's invocations/cancel are not addressable by ARN before it exists.
+    # resource types; a command's invocations/cancel are not addressable by ARN before it exists
+    # (ssm:CancelCommand has no resource type and no condition key at all, so it cannot be
+    # scoped to the worker's instance or document; it sits alone in its statement).
     "ec2messages:AcknowledgeMessage",
     "ec2messages:DeleteMessage",
     "ec2messages:FailMessage",
@@ -320,9 +322,11 @@ SECRET_LOOKING = re.compile(r"URL$|PASSWORD|SECRET|TOKEN")
 # to a parameter/resource holding one) for *_SECRET, a JSON key name for *_SECRET_KEY.
 SECRET_ARN = re.compile(r"^arn:aws[a-z-]*:secretsmanager:")
 JSON_KEY_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-# Plain URLs that carry no credentials (endpoints of queues, APIs); everything else ending in
-# URL must come from a secret.
-NON_SECRET_URLS = re.compile(r"_QUEUE_URL$|_API_URL$|_DLQ_URL$|^AWS_ENDPOINT_URL")
+# Plain URLs that carry no credentials (endpoints of queues, APIs, the Dagster UI's address for
+# alert links); everything else ending in URL must come from a secret.
+NON_SECRET_URLS = re.compile(
+    r"_QUEUE_URL$|_API_URL$|_DLQ_URL$|^AWS_ENDPOINT_URL|^FEEDLOT_DAGSTER_UI_URL$"
+)
 
 
 def _names_a_secret(name: str, value: Any) -> bool:

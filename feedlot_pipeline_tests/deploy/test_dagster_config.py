@@ -69,8 +69,12 @@ def test_instance_yaml_passes_dagsters_instance_schema(monkeypatch: pytest.Monke
     config, custom_class = dagster_instance_config(str(DAGSTER_DIR))
     assert custom_class is None
     assert set(config) >= {"storage", "run_launcher", "run_coordinator", "compute_logs"}
-    # The URL stays a reference in the file; each storage class resolves it where it starts.
-    assert config["storage"]["postgres"]["postgres_url"] == {"env": "FEEDLOT_DAGSTER_STORAGE_URL"}
+    # The project's storage class, as the local dagster.yaml names it; the URL stays a reference
+    # in the file and each storage class resolves it where it starts.
+    storage = config["storage"]["custom"]
+    local = yaml.safe_load((REPO / "dagster.yaml").read_text())["storage"]["custom"]
+    assert (storage["module"], storage["class"]) == (local["module"], local["class"])
+    assert storage["config"]["postgres_url"] == {"env": "FEEDLOT_DAGSTER_STORAGE_URL"}
 
 
 def test_instance_yaml_fails_without_its_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,7 +84,11 @@ def test_instance_yaml_fails_without_its_environment(monkeypatch: pytest.MonkeyP
     from dagster._core.storage.config import pg_config
 
     _set_instance_env(monkeypatch)
-    section = _instance_config()["storage"]["postgres"]
+    section = _instance_config()["storage"]["custom"]["config"]
+    from dagster_postgres import DagsterPostgresStorage
+
+    # PooledPostgresStorage keeps dagster-postgres's config (validated with its schema here).
+    assert issubclass(_class(_instance_config()["storage"]["custom"]), DagsterPostgresStorage)
     assert process_config(pg_config(), section).success
     monkeypatch.delenv("FEEDLOT_DAGSTER_STORAGE_URL")
     result = process_config(pg_config(), section)
@@ -95,6 +103,7 @@ def test_instance_yaml_fails_without_its_environment(monkeypatch: pytest.MonkeyP
         ("compute_logs", "dagster_aws.s3.compute_log_manager.S3ComputeLogManager"),
         ("run_coordinator", "dagster._core.run_coordinator.queued_run_coordinator"),
         ("local_artifact_storage", "dagster._core.storage.root.LocalArtifactStorage"),
+        ("storage", "feedlot_pipeline.core.dagster_instance.PooledPostgresStorage"),
     ],
 )
 def test_each_class_section_passes_its_own_config_type(
@@ -105,6 +114,7 @@ def test_each_class_section_passes_its_own_config_type(
 
     _set_instance_env(monkeypatch)
     data = _instance_config()[section]
+    data = data.get("custom", data)  # storage: custom: module/class/config
     cls = _class(data)
     assert issubclass(cls, ConfigurableClass)
     assert f"{cls.__module__}.{cls.__name__}".startswith(expected)
@@ -122,23 +132,35 @@ def test_a_wrong_launcher_key_is_caught(monkeypatch: pytest.MonkeyPatch) -> None
     assert not process_config(EcsRunLauncher.config_type(), config).success
 
 
-def test_concurrency_limits_match_the_streaming_run_model() -> None:
+def test_concurrency_limits_match_the_batched_run_model() -> None:
     coordinator = _instance_config()["run_coordinator"]["config"]
     limits = {
         (limit["key"], yaml.safe_dump(limit.get("value"))): limit["limit"]
         for limit in coordinator["tag_concurrency_limits"]
     }
-    # One streaming batch at a time (issue 10) ...
+    # One streaming batch at a time, one analytics refresh at a time ...
     assert limits[("feedlot/lane", yaml.safe_dump("stream"))] == 1
-    # ... and one run per farm × day partition at a time, as in the local dagster.yaml.
+    assert limits[("feedlot/lane", yaml.safe_dump("analytics"))] == 1
+    # ... and one run per farm × day partition at a time.
     per_value = yaml.safe_dump({"applyLimitPerUniqueValue": True})
     assert limits[("dagster/partition", per_value)] == 1
+    # The same limits as the local dagster.yaml, and the lanes the code tags its runs with.
     local = yaml.safe_load((REPO / "dagster.yaml").read_text())["run_coordinator"]["config"]
-    assert local["tag_concurrency_limits"][0] == {
-        "key": "dagster/partition",
-        "value": {"applyLimitPerUniqueValue": True},
-        "limit": 1,
-    }
+    assert coordinator["tag_concurrency_limits"] == local["tag_concurrency_limits"]
+    from feedlot_pipeline.analytics.refresh import ANALYTICS_LANE, LANE_TAG
+
+    assert (LANE_TAG, yaml.safe_dump(ANALYTICS_LANE)) in limits
+
+
+def test_run_monitoring_fails_dead_runs_and_retries_them() -> None:
+    config = _instance_config()
+    monitoring = config["run_monitoring"]
+    assert monitoring["enabled"] is True
+    # A dead batch is failed, then retried whole (idempotent loads), as locally.
+    assert monitoring["max_resume_run_attempts"] == 0
+    assert config["run_retries"]["enabled"] is True
+    local = yaml.safe_load((REPO / "dagster.yaml").read_text())["run_monitoring"]
+    assert local["max_resume_run_attempts"] == monitoring["max_resume_run_attempts"]
 
 
 # --- the instance, built ------------------------------------------------------------------------
@@ -205,6 +227,11 @@ def test_instance_builds_with_ecs_launcher_s3_logs_and_postgres(
         assert isinstance(logs, S3ComputeLogManager)
         assert logs._s3_bucket == bucket  # noqa: SLF001 - what the webserver reads from
         assert logs._s3_prefix == "dagster/compute-logs"  # noqa: SLF001
+
+        # The project's storage: batched check results through the pooled event log.
+        from feedlot_pipeline.core.dagster_instance import BatchedCheckEventLogStorage
+
+        assert isinstance(instance.event_log_storage, BatchedCheckEventLogStorage)
 
         # The storage really is the PostgreSQL database: a run written is a run read back.
         from dagster._core.test_utils import create_run_for_test

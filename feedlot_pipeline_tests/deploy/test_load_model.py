@@ -61,3 +61,37 @@ def test_model_matches_the_deployed_settings() -> None:
     assert m["stream"]["batch_cycle_s"] < 1.1 * (
         module.FARGATE_START_S.value + module.RUN_OVERHEAD_S.value
     )
+
+
+def test_model_follows_the_batched_design() -> None:
+    # Loads: one batch run per sensor tick (one at a time); analytics: one refresh run for all
+    # partitions loaded since the previous one (one at a time). The model's constants are the
+    # code's and the settings'.
+    module = _module()
+    from feedlot_pipeline.analytics.assets import HISTORICO_BLOCKING_CHECKS
+    from feedlot_pipeline.core.settings import DEFAULTS
+    from feedlot_pipeline.ingestion.sensors import MAX_OBJECTS_PER_RUN
+
+    assert module.MAX_OBJECTS_PER_RUN.value == MAX_OBJECTS_PER_RUN
+    assert module.ANALYTICS_INTERVAL_S.value == int(
+        DEFAULTS["FEEDLOT_ANALYTICS_REFRESH_INTERVAL_SECONDS"]
+    )
+    assert module.ANALYTICS_SETTLE_S.value == int(
+        DEFAULTS["FEEDLOT_ANALYTICS_REFRESH_SETTLE_SECONDS"]
+    )
+    assert module.ANALYTICS_MAX_PARTITIONS.value == int(
+        DEFAULTS["FEEDLOT_ANALYTICS_REFRESH_MAX_PARTITIONS"]
+    )
+    # Two materializations (raw_consumption, historico_consumo) + the blocking check(s).
+    assert module.LOAD_EVENTS_PER_PARTITION.value == 2 + len(HISTORICO_BLOCKING_CHECKS)
+    m = module.model()
+    for mode in ("files", "stream"):
+        lane = m[mode]
+        # A tick can notice a whole cycle's objects, so one run per tick is the model.
+        assert lane["objects_per_batch"] <= m["common"]["batch_objects_cap"], mode
+        assert lane["analytics_partitions_per_run"] <= module.ANALYTICS_MAX_PARTITIONS.value
+        # Runs per day are cycles of the lane, not partitions.
+        assert lane["runs_day"] * lane["load_cycle_s"] <= 86_400
+        assert lane["runs_day"] < lane["notices_day"]
+        # Every partition's analytics is at least one run after its load.
+        assert lane["p95_event_to_summary_s"] > lane["p95_event_to_row_s"]

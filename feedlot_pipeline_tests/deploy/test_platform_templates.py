@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -45,6 +46,8 @@ STACK_PARAMETERS = {
     "CoreStackName": "core.yaml",
     "IamStackName": "iam.yaml",
     "WorkerStackName": "worker.yaml",
+    "AnalyticsStackName": "analytics.yaml",
+    "MonitoringStackName": "monitoring.yaml",
 }
 
 
@@ -147,7 +150,8 @@ def test_network_has_an_endpoint_for_every_api_the_platform_calls() -> None:
             assert [render(g) for g in props["SecurityGroupIds"]] == ["${EndpointSecurityGroup}"]
     assert endpoints["s3"]["VpcEndpointType"] == "Gateway"
     # S3/SQS/SNS/SSM/Secrets Manager/CloudWatch (the issue), the SSM agent's channels, what
-    # Fargate needs to pull (ECR) and what the launcher and the backup job call (ECS, EC2).
+    # Fargate needs to pull (ECR), what the launcher and the backup job call (ECS, EC2) and the
+    # curated zone's catalog the analytics runs keep (Glue).
     assert set(endpoints) == {
         "s3",
         "sqs",
@@ -155,6 +159,7 @@ def test_network_has_an_endpoint_for_every_api_the_platform_calls() -> None:
         "ssm",
         "ssmmessages",
         "ec2messages",
+        "glue",
         "secretsmanager",
         "logs",
         "monitoring",
@@ -338,7 +343,12 @@ def test_code_server_and_runs_load_the_code_with_the_same_settings() -> None:
         if name != "FEEDLOT_RUN_TASK_DEFINITION":
             assert code[name] == run[name], name
     documented = set(DOCS)  # every settings class: core, worker, backups, API, local
-    own = {"FEEDLOT_RUN_TASK_DEFINITION", "FEEDLOT_CODE_SERVER_HOST", "DAGSTER_HOME"}
+    own = {
+        "FEEDLOT_RUN_TASK_DEFINITION",
+        "FEEDLOT_CODE_SERVER_HOST",
+        "DAGSTER_HOME",
+        "DAGSTER_EVENT_BATCH_SIZE",
+    }
     for container in containers.values():
         for name in _env(container):
             assert name in documented | own or name == "FEEDLOT_WAREHOUSE_SECRET", name
@@ -351,6 +361,41 @@ def test_code_server_and_runs_load_the_code_with_the_same_settings() -> None:
     assert params["ConsumoMetaRule"]["Default"] == DEFAULTS["FEEDLOT_CONSUMO_META_RULE"]
     assert params["LargeFileQueueUrl"]["Default"] == DEFAULTS["FEEDLOT_LARGE_FILE_QUEUE"]
     assert params["LargeFileDlqUrl"]["Default"] == DEFAULTS["FEEDLOT_LARGE_FILE_DLQ"]
+
+
+def test_code_server_and_runs_get_the_analytics_and_observability_settings() -> None:
+    # What the batched loads, the analytics runs and their sensors read in AWS beyond core's
+    # names: without them the code would fall back to local defaults (a topic name, not the
+    # stack's ARN; a UI link to 127.0.0.1).
+    containers = _containers()
+    analytics = load_template(TEMPLATE_DIR / "analytics.yaml")["Parameters"]
+    monitoring = load_template(TEMPLATE_DIR / "monitoring.yaml")["Parameters"]
+    params = ECS["Parameters"]
+    for logical_id in ("CodeServerTaskDefinition", "RunTaskDefinition"):
+        env = _env(containers[logical_id])
+        assert env["FEEDLOT_PROCESSED_EVENTS_TOPIC"] == (
+            "import:${AnalyticsStackName}-ProcessedEventsTopicArn"
+        )
+        assert env["FEEDLOT_ALERTS_TOPIC"] == "import:${MonitoringStackName}-AlertsTopicArn"
+        assert env["FEEDLOT_GLUE_DATABASE"] == "${GlueDatabaseName}"
+        assert env["FEEDLOT_CURATED_PREFIX"] == "${CuratedPrefix}"
+        assert env["FEEDLOT_METRICS_NAMESPACE"] == "${MetricsNamespace}"
+        assert env["DAGSTER_EVENT_BATCH_SIZE"] == "${EventBatchSize}"
+        assert "WebLoadBalancer.DNSName" in env["FEEDLOT_DAGSTER_UI_URL"]
+    # The same defaults as the platform's settings and the stacks that own the names.
+    for parameter, variable, owner in (
+        ("GlueDatabaseName", "FEEDLOT_GLUE_DATABASE", analytics),
+        ("CuratedPrefix", "FEEDLOT_CURATED_PREFIX", analytics),
+        ("MetricsNamespace", "FEEDLOT_METRICS_NAMESPACE", monitoring),
+    ):
+        assert str(params[parameter]["Default"]) == DEFAULTS[variable], parameter
+        assert owner[parameter]["Default"] == params[parameter]["Default"], parameter
+    # As the local stack exports it (local/stack.py).
+    from feedlot_pipeline.local import stack
+
+    assert f'"DAGSTER_EVENT_BATCH_SIZE": "{params["EventBatchSize"]["Default"]}"' in (
+        Path(stack.__file__).read_text()
+    )
 
 
 def test_ecs_matches_the_dagster_instance_and_workspace() -> None:
@@ -422,11 +467,23 @@ def test_launcher_roles_are_scoped() -> None:
     assert "ecs:RunTask" not in web
     run = _role(ECS, "RunTaskRole")
     assert run["s3:PutObject"] == {logs}
-    assert all(
-        r.endswith(("catalog", "database/${GlueDatabaseName}", "table/${GlueDatabaseName}/*"))
-        for r in run["glue:CreatePartition"]
-    )
-    assert not [a for a in run if a.startswith("glue:") and "Partition" not in a and "Get" not in a]
+    # The catalog and notices come with analytics.yaml's policy, not grants of its own.
+    assert not [a for a in run if a.startswith(("glue:", "sns:"))]
+    res = ECS["Resources"]
+    run_managed = [render(a) for a in res["RunTaskRole"]["Properties"]["ManagedPolicyArns"]]
+    assert "import:${AnalyticsStackName}-AnalyticsDagsterPolicyArn" in run_managed
+    assert "import:${IamStackName}-DagsterAccessPolicyArn" in run_managed
+    code = res["CodeServerTaskRole"]["Properties"]
+    assert [render(a) for a in code["ManagedPolicyArns"]] == [
+        "import:${IamStackName}-DagsterAccessPolicyArn",
+        "import:${MonitoringStackName}-DagsterMonitoringPolicyArn",
+    ]
+    # The sensors that read the warehouse get its one secret, nothing else.
+    assert _role(ECS, "CodeServerTaskRole") == {
+        "secretsmanager:GetSecretValue": {"import:${DatabaseStackName}-WarehouseSecretArn"}
+    }
+    # Nobody publishes alerts without the alerts key: no inline sns:Publish left in this stack.
+    assert not [a for _, d in identity_policies(ECS) for a in _grants(d) if a == "sns:Publish"]
     execution = _role(ECS, "ExecutionRole")
     assert execution["secretsmanager:GetSecretValue"] == {
         "import:${DatabaseStackName}-WarehouseSecretArn",

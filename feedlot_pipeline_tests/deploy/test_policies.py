@@ -7,6 +7,7 @@ matching anything would fail here rather than pass every template.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -410,3 +411,44 @@ def test_dagster_policy_is_scoped() -> None:
     metrics = by_sid["PublishMetricsToOwnNamespace"]["Condition"]["StringEquals"]
     assert render(metrics["cloudwatch:namespace"]) == "${MetricsNamespace}"
     assert IAM["Parameters"]["MetricsNamespace"]["Default"] == "Feedlot"
+
+
+# --- every remaining "*" says why ---------------------------------------------------------------
+
+STATEMENT_START = re.compile(r"^\s*- (Sid|Effect):")
+STAR_RESOURCE = re.compile(r"""^\s*(Resource:\s*|-\s*)["']\*["']\s*(#.*)?$""")
+
+
+def unexplained_stars(text: str) -> list[int]:
+    """Line numbers of a Resource "*" whose statement (from its first line down to the "*")
+    carries no comment saying why."""
+    lines = text.splitlines()
+    found = []
+    for number, line in enumerate(lines):
+        if not STAR_RESOURCE.match(line):
+            continue
+        if line.lstrip().startswith("-") and "Resource:" not in lines[number - 1]:
+            continue  # a "*" list item of something else
+        start = number
+        while start > 0 and not STATEMENT_START.match(lines[start]):
+            start -= 1
+        if not any("#" in lines[i] for i in range(start, number + 1)):
+            found.append(number + 1)
+    return found
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=_ids(TEMPLATES))
+def test_every_star_resource_is_justified_in_a_comment(path: Path) -> None:
+    assert unexplained_stars(path.read_text()) == [], path.name
+
+
+def test_star_rule_flags_a_bare_star() -> None:
+    bare = """
+          - Sid: Anything
+            Effect: Allow
+            Action: s3:GetObject
+            Resource: "*"
+"""
+    said = bare.replace("Effect: Allow", "Effect: Allow\n            # no resource types")
+    assert unexplained_stars(bare) == [5]
+    assert unexplained_stars(said) == []

@@ -71,3 +71,21 @@ def test_worker_reads_input_writes_output_raw_zone_and_pipes_only() -> None:
     assert "ManagedPolicyArns" not in role  # the SSM core subset is inline
     trust = role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
     assert trust == {"Service": "ec2.amazonaws.com"}
+
+
+def test_cancel_command_is_alone_on_its_star_and_region_confined() -> None:
+    # ssm:CancelCommand has no resource type (so no ARN can scope it, issue 11 point 8): its "*"
+    # carries nothing else, and only this region's commands.
+    (document,) = [d for w, d in identity_policies(WORKER) if w == "WorkerDispatchPolicy"]
+    (cancel,) = [s for s in statements(document) if "ssm:CancelCommand" in as_list(s["Action"])]
+    assert as_list(cancel["Action"]) == ["ssm:CancelCommand"]
+    assert cancel["Resource"] == "*"
+    assert cancel["Condition"] == {"StringEquals": {"aws:RequestedRegion": {"Ref": "AWS::Region"}}}
+    # Everything else this policy grants on "*" only reads a command's status.
+    star = {
+        a
+        for s in statements(document)
+        if "*" in as_list(s["Resource"])
+        for a in as_list(s["Action"])
+    }
+    assert star == {"ssm:CancelCommand", "ssm:GetCommandInvocation", "ssm:ListCommandInvocations"}
