@@ -203,9 +203,11 @@ class DurableState:
                 add_message(queue, message)
             finally:
                 if queue.name in state.queues:
+                    moto_records.note_added(queue, message)
                     state.touch(("message", queue.account_id, queue.region, queue.name))
 
         Queue.add_message = add_message_hook
+        moto_records.TRACKING["on"] = True
 
     def _s3_hook(self, method: Callable) -> Callable:
         params = list(inspect.signature(method).parameters)[1:]  # after self
@@ -243,18 +245,28 @@ class DurableState:
         state = self
 
         def hook(backend: Any, *args: Any, **kwargs: Any) -> Any:
+            queue = kwargs.get(params[0]) if params[0] in kwargs else (args[:1] or [None])[0]
+            tracked = queue in state.queues and name in moto_records.TRACKED_REMOVALS
+            before = _message_count(backend, queue) if name == "receive_message" else None
             try:
                 return method(backend, *args, **kwargs)
             finally:
-                queue = kwargs.get(params[0]) if params[0] in kwargs else (args[:1] or [None])[0]
                 if queue in state.queues:
                     where = (backend.account_id, backend.region_name, queue)
+                    # A receive that moved or dropped nothing changed no message: no rescan.
+                    if not tracked and (before is None or before != _message_count(backend, queue)):
+                        moto_records.note_untracked(backend.queues.get(queue))
                     state.touch(("message", *where))
                     if queue_level:
                         state.touch(("queue", *where))
 
         hook.__wrapped__ = method  # type: ignore[attr-defined]
         return hook
+
+
+def _message_count(backend: Any, queue: Any) -> int | None:
+    found = backend.queues.get(queue) if isinstance(queue, str) else None
+    return None if found is None else len(found._messages)  # noqa: SLF001 - moto's own list
 
 
 def _is_s3_change(name: str) -> bool:

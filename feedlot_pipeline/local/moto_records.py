@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import logging
 import pickle
+import threading
 from datetime import datetime
 from typing import Any
 
@@ -240,13 +241,32 @@ def capture_messages(
     journaled: dict[tuple[str, str, str], set[str]], account: str, region: str, name: str
 ) -> list[bytes]:
     """Records of the queue's messages the journal does not hold yet, and deletions of those it
-    holds that are gone; ``journaled`` (queue → ids the journal holds) is kept up to date."""
+    holds that are gone; ``journaled`` (queue → ids the journal holds) is kept up to date.
+
+    Cheap when only tracked changes happened since the last capture (messages added through
+    ``Queue.add_message``, deleted through ``Queue.delete_message``): those are journaled
+    without looking at the rest of the queue, whose backlog may be tens of thousands. Anything
+    else (a receive that moved messages to the DLQ or dropped expired ones, a purge, or counts
+    that do not add up because another request is half-way) compares the whole queue.
+    """
     from moto.sqs.models import sqs_backends
 
     queue = sqs_backends[account][region].queues.get(name)
     if queue is None:
         return []
     held = journaled.setdefault((account, region, name), set())
+    with _TRACK_LOCK:
+        added = queue.__dict__.pop(_ADDED, [])
+        removed = queue.__dict__.pop(_REMOVED, [])
+        untracked = queue.__dict__.pop(_UNTRACKED, True)
+        new = [m for m in dict((m.id, m) for m in added).values() if m.id not in held]
+        gone = {i for i in removed if i in held} - {m.id for m in new}
+        if not untracked and len(queue._messages) == len(held) + len(new) - len(gone):
+            records = [_message_record(account, region, name, m) for m in new]
+            held.update(m.id for m in new)
+            records.extend(deleted("message", [account, region, name, i]) for i in gone)
+            held -= gone
+            return records
     current = list(queue._messages)
     records = []
     for message in current:
@@ -258,6 +278,35 @@ def capture_messages(
         records.append(deleted("message", [account, region, name, message_id]))
     held -= gone
     return records
+
+
+# Changes to a durable queue since its last capture, kept on moto's Queue object.
+_ADDED, _REMOVED, _UNTRACKED = "_journal_added", "_journal_removed", "_journal_untracked"
+_TRACK_LOCK = threading.Lock()
+TRACKING = {"on": False}  # set by the journal's hooks; a moto without a journal keeps no lists
+# SQS backend calls whose removals are tracked one by one (through Queue.delete_message).
+TRACKED_REMOVALS = ("delete_message", "delete_message_batch")
+
+
+def note_added(queue: Any, message: Any) -> None:
+    if not TRACKING["on"]:
+        return
+    with _TRACK_LOCK:
+        queue.__dict__.setdefault(_ADDED, []).append(message)
+
+
+def note_removed(queue: Any, message_id: str) -> None:
+    if not TRACKING["on"]:
+        return
+    with _TRACK_LOCK:
+        queue.__dict__.setdefault(_REMOVED, []).append(message_id)
+
+
+def note_untracked(queue: Any) -> None:
+    """Messages may have gone another way: the next capture compares the whole queue."""
+    if queue is not None:
+        with _TRACK_LOCK:
+            queue.__dict__[_UNTRACKED] = True
 
 
 def _message_record(account: str, region: str, queue: str, message: Any) -> bytes:
