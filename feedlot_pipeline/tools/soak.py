@@ -20,6 +20,7 @@ It never stops at the first late record: the report says how many were late and 
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 import uuid
@@ -318,6 +319,7 @@ def soak(farms: int, rate: float, minutes: float, drain: float, state_dir: str |
     cpu_start = meter.by_part()
     cpu_mark = meter.total()
     loaded_before: set[str] = set()
+    signal.signal(signal.SIGTERM, _interrupt)  # a stopped soak still reports what it measured
     try:
         deadline = started + seconds + drain
         while time.monotonic() < deadline:
@@ -347,6 +349,8 @@ def soak(farms: int, rate: float, minutes: float, drain: float, state_dir: str |
             click.echo("\n".join(lines) if len(minute_list) == 1 else lines[-1])
             if not publisher.is_alive() and len(tracker.loaded) >= len(tracker.sent):
                 break
+    except KeyboardInterrupt:
+        click.echo("interrupted: the report covers what was measured so far")
     finally:
         stop.set()
         publisher.join(10)
@@ -371,6 +375,10 @@ def _report(tracker: Tracker, minutes: list[Minute]) -> None:
         f"later than 30 s {late}, never loaded (lost or still late) {lost}"
     )
     _totals(list(tracker.sent))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _cpu_report(meter: CpuMeter, start: dict[str, float], published: int) -> None:
