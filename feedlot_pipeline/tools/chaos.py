@@ -339,7 +339,7 @@ class Harness:
 
 
 def _produce(records: list[bytes], rate: float, out: dict, retry_for: float) -> None:
-    from feedlot_pipeline.tools.produce import Publisher
+    from feedlot_pipeline.tools.produce.sns import Publisher
 
     publisher = Publisher(
         Settings().records_topic,

@@ -13,7 +13,7 @@ import click
 # name -> "module:attribute" of a click command or group
 COMMANDS: dict[str, str] = {
     "local": "feedlot_pipeline.tools.local:local",
-    "produce": "feedlot_pipeline.tools.produce:produce",
+    "produce": "feedlot_pipeline.tools.produce.command:produce",
     "demo": "feedlot_pipeline.tools.demo:demo",
     "dev": "feedlot_pipeline.tools.dev:dev",
     "db": "feedlot_pipeline.tools.db:db",

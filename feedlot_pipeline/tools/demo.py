@@ -282,7 +282,7 @@ def demo(files: tuple[Path, ...], timeout: float, state_dir: Path) -> None:
     from dagster import DagsterInstance
 
     from feedlot_pipeline.local import stack
-    from feedlot_pipeline.tools.produce import publish_files
+    from feedlot_pipeline.tools.produce.command import publish_files
     from feedlot_pipeline.warehouse.store import Warehouse
 
     click.echo("Starting the local stack …")

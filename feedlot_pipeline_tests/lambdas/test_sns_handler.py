@@ -13,7 +13,7 @@ from feedlot_pipeline.core.contracts import LandingNotice
 from feedlot_pipeline.ingestion.landing import envelope
 from feedlot_pipeline.lambdas import sns_handler
 from feedlot_pipeline.local.lambda_bridge import LambdaBridge
-from feedlot_pipeline.tools.produce import Publisher
+from feedlot_pipeline.tools.produce.sns import Publisher
 from feedlot_pipeline_tests.helpers import Context, receive_all, record, sns_event
 
 

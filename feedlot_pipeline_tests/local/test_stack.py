@@ -148,7 +148,7 @@ def test_up_status_env_down_cycle(
         # The real SNS handler runs behind the bridge: a published record lands in the lake.
         from feedlot_pipeline.core.aws import client
         from feedlot_pipeline.core.settings import Settings
-        from feedlot_pipeline.tools.produce import publish_files
+        from feedlot_pipeline.tools.produce.command import publish_files
 
         path = tmp_path / "one.jsonl"
         path.write_text(

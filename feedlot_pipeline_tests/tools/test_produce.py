@@ -14,14 +14,9 @@ from click.testing import CliRunner
 
 from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.ingestion.landing import split_message
-from feedlot_pipeline.tools.produce import (
-    BATCH_ENTRIES,
-    MAX_MESSAGE_BYTES,
-    Publisher,
-    iter_file,
-    produce,
-    publish_files,
-)
+from feedlot_pipeline.tools.produce.command import produce, publish_files
+from feedlot_pipeline.tools.produce.common import iter_file
+from feedlot_pipeline.tools.produce.sns import BATCH_ENTRIES, MAX_MESSAGE_BYTES, Publisher
 
 SAMPLE_DIR = Path(__file__).parents[2] / "feedlot_pipeline" / "sample"
 
@@ -317,7 +312,7 @@ def test_via_api_retries_lost_answers_and_lands_nothing_twice(aws, warehouse_url
     import secrets
 
     from feedlot_pipeline.local.api_gateway import ApiGateway
-    from feedlot_pipeline.tools.produce import publish_generated
+    from feedlot_pipeline.tools.produce.command import publish_generated
 
     settings, _ = aws
     _FLAKY_SEEN.clear()
@@ -353,7 +348,8 @@ def test_via_api_refusals_are_reported_not_retried(tmp_path: Path, aws, api, mon
 
 def test_via_api_connection_errors_are_retried_then_reported(tmp_path: Path, aws) -> None:
     from feedlot_pipeline.local.services import free_port
-    from feedlot_pipeline.tools.produce import ApiPoster, iter_file
+    from feedlot_pipeline.tools.produce.api import ApiPoster
+    from feedlot_pipeline.tools.produce.common import iter_file
 
     path = write_jsonl(tmp_path / "a.jsonl", [rec(i) for i in range(3)])
     poster = ApiPoster(
@@ -426,7 +422,7 @@ def test_via_firehose_delivers_json_lines_to_s3(tmp_path: Path, aws, firehose_st
 def test_firehose_batches_respect_limits_and_failed_entries_are_retried(
     tmp_path: Path, aws, firehose_stream
 ) -> None:
-    from feedlot_pipeline.tools.produce import (
+    from feedlot_pipeline.tools.produce.firehose import (
         FIREHOSE_MAX_BATCH_BYTES,
         FIREHOSE_MAX_RECORDS,
         FirehoseWriter,

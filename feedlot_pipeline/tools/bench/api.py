@@ -27,7 +27,8 @@ import click
 
 from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.local.services import environ
-from feedlot_pipeline.tools.produce import ApiPoster, PublishResult, iter_generated
+from feedlot_pipeline.tools.produce.api import ApiPoster
+from feedlot_pipeline.tools.produce.common import PublishResult, iter_generated
 
 
 def _local_route(stack: ExitStack, echo: Any) -> tuple[str, str]:
@@ -122,7 +123,7 @@ def api_bench(records: int, clients_text: str, batch_size: int, url: str | None,
     url = url or Settings().ingest_api_url
     with ExitStack() as stack:
         if url:
-            from feedlot_pipeline.tools.produce import api_target
+            from feedlot_pipeline.tools.produce.api import api_target
 
             url, key = api_target(url)
             where = f"{url} (running)"
