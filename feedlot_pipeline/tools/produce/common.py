@@ -226,7 +226,7 @@ def transient(err: Exception, *, seen: bool = False) -> tuple[bool, bool]:
     return False, False
 
 
-# --- publishing ----------------------------------------------------------------------------------
+# --- pacing -------------------------------------------------------------------------------------
 
 
 class Pacer:
