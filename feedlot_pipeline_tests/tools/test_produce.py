@@ -553,7 +553,7 @@ def test_produce_rides_through_a_moto_kill_and_restart(
         assert result.records == 3000 and result.outages >= 1 and result.retries >= 1
         assert result.outage_seconds >= 4
         assert any("failing" in s for s in said) and any("back after" in s for s in said)
-        got = [r["id_lote"] for m in drain(url) for r in json.loads(m["Body"])]
+        got = [r["id_lote"] for m in drain(url) for r in json.loads(m["Body"])["records"]]
         assert set(got) == {r["id_lote"] for r in records}  # none lost
         # Only a batch whose answer was lost may arrive twice; counted as such.
         assert len(got) - len(set(got)) <= 10 * result.maybe_twice
