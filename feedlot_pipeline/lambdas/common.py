@@ -45,6 +45,9 @@ from feedlot_pipeline.core.settings import ObservabilitySettings, Settings
 logger = Logger(service="feedlot-landing")
 
 CLIENT_MAP_TTL_SECONDS = 60.0  # a client added in the warehouse routes within a minute
+# A record of a client the cached map lacks re-reads the map first (at most this often), so a
+# client added since the last read is routed at once instead of landing in _unrouted.
+CLIENT_MAP_MISS_REFRESH_SECONDS = 5.0
 CLIENT_MAP_RETRY_SECONDS = 5.0  # after a failed refresh, serve the stale map this long
 SECRET_MAX_AGE_SECONDS = 300  # Powertools' cache of a secret's value
 
@@ -130,7 +133,25 @@ class _ClientMapCache:
     def __init__(self) -> None:
         self.map: dict[str, str] | None = None
         self.refresh_at = 0.0
+        self.miss_at = 0.0
         self.lock = threading.Lock()
+
+    def refresh_on_miss(self) -> dict[str, str] | None:
+        """A fresh map for a lookup the cached one missed; None when one was read less than
+        ``CLIENT_MAP_MISS_REFRESH_SECONDS`` ago or the read failed (the cached map stands)."""
+        with self.lock:
+            now = time.monotonic()
+            if now < self.miss_at:
+                return None
+            self.miss_at = now + CLIENT_MAP_MISS_REFRESH_SECONDS
+        try:
+            fresh = _read_client_map()
+        except Exception:  # noqa: BLE001 - the cached map stands; get() logs refresh failures
+            return None
+        with self.lock:
+            self.map = fresh
+            self.refresh_at = time.monotonic() + CLIENT_MAP_TTL_SECONDS
+        return fresh
 
     def get(self) -> Mapping[str, str]:
         current = self.map
@@ -164,6 +185,31 @@ class _ClientMapCache:
         with self.lock:
             self.map = None
             self.refresh_at = 0.0
+            self.miss_at = 0.0
+
+
+class _Routing(Mapping[str, str]):
+    """The cached map as the landing code reads it: a client it lacks re-reads the map once."""
+
+    def __init__(self, cache: _ClientMapCache, current: Mapping[str, str]) -> None:
+        self._cache = cache
+        self._current = current
+
+    def __getitem__(self, key: str) -> str:
+        try:
+            return self._current[key]
+        except KeyError:
+            fresh = self._cache.refresh_on_miss()
+            if fresh is None:
+                raise
+            self._current = fresh
+            return fresh[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._current)
+
+    def __len__(self) -> int:
+        return len(self._current)
 
 
 _client_map = _ClientMapCache()
@@ -173,9 +219,11 @@ def client_map() -> Mapping[str, str]:
     """cod_cliente → fazenda, refreshed every ``CLIENT_MAP_TTL_SECONDS`` per Lambda container.
 
     A failed refresh serves the last good map (logged) and retries after
-    ``CLIENT_MAP_RETRY_SECONDS``; ``ClientMapUnavailable`` when there never was one.
+    ``CLIENT_MAP_RETRY_SECONDS``; ``ClientMapUnavailable`` when there never was one. A client the
+    map lacks re-reads it (at most every ``CLIENT_MAP_MISS_REFRESH_SECONDS``) before the record is
+    routed to ``_unrouted``.
     """
-    return _client_map.get()
+    return _Routing(_client_map, _client_map.get())
 
 
 def reset_client_map() -> None:

@@ -102,3 +102,26 @@ def test_warehouse_secret_without_the_key_is_a_clear_error(aws, monkeypatch) -> 
         common.warehouse_url(common.settings())
     monkeypatch.setenv("FEEDLOT_WAREHOUSE_SECRET_KEY", "dsn")
     assert common.warehouse_url(common.settings()) == "x"
+
+
+def test_a_client_added_since_the_map_was_read_is_routed_at_once(aws, monkeypatch) -> None:
+    """Within the TTL a record of a client the cached map lacks re-reads the map (at most every
+    CLIENT_MAP_MISS_REFRESH_SECONDS) instead of landing in _unrouted."""
+    from feedlot_pipeline.core import client_map as published
+
+    settings, _ = aws
+    published.publish(settings.lake_bucket, {"FazendaUm": "fazenda_um"})
+    assert dict(common.client_map()) == {"FazendaUm": "fazenda_um"}  # cached for a minute
+    published.publish(settings.lake_bucket, {"FazendaUm": "fazenda_um", "Nova": "fazenda_nova"})
+    landed = sns_handler.handler(sns_event(json.dumps([record("Nova")]), "m-new"), Context())
+    assert [k.split("/")[1] for k in landed["landed"]] == ["fazenda_nova"]
+
+    # A client nobody added: one re-read, then the cached map until the interval has passed.
+    assert common._client_map.miss_at > 0  # the re-read above started an interval
+    common._client_map.miss_at = 0.0  # as if it had passed
+    reads = []
+    real = common._read_client_map
+    monkeypatch.setattr(common, "_read_client_map", lambda: reads.append(1) or real())
+    for i in range(3):
+        sns_handler.handler(sns_event(json.dumps([record("Ninguem")]), f"m-x{i}"), Context())
+    assert len(reads) == 1
