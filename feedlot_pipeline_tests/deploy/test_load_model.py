@@ -68,7 +68,7 @@ def test_model_follows_the_batched_design() -> None:
     # partitions loaded since the previous one (one at a time). The model's constants are the
     # code's and the settings'.
     module = _module()
-    from feedlot_pipeline.analytics.assets import HISTORICO_BLOCKING_CHECKS
+    from feedlot_pipeline.analytics.events import HISTORICO_BLOCKING_CHECKS
     from feedlot_pipeline.core.settings import DEFAULTS
     from feedlot_pipeline.ingestion.sensors import MAX_OBJECTS_PER_RUN
 
