@@ -95,8 +95,13 @@ def stop_group(pid: int, timeout: float = 15.0) -> None:
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)  # the leader is gone or stuck: no member may outlive it
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+    deadline = time.monotonic() + 5.0  # a SIGKILLed process still takes a moment to go
+    while True:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        if not is_running(pid) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
 
 
 def released(port: int, timeout: float = 3.0) -> bool:

@@ -234,16 +234,16 @@ class Harness:
             "FEEDLOT_SWEEP_INTERVAL_SECONDS": str(self.sweep_seconds),
             "FEEDLOT_SWEEP_MIN_AGE_SECONDS": str(2 * self.sweep_seconds),
         }
-        saved = {k: os.environ.get(k) for k in overrides}
+        before = os.environ.copy()
         os.environ.update(overrides)
         try:
             return _start_daemon(self.paths.root / "logs")
         finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
+            for key in overrides:
+                if key in before:
+                    os.environ[key] = before[key]
                 else:
-                    os.environ[key] = value
+                    os.environ.pop(key, None)
 
     def stop_daemon(self) -> None:
         from feedlot_pipeline.tools.demo import _stop
