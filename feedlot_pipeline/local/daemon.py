@@ -170,12 +170,17 @@ class _Server(ThreadingHTTPServer):
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """socketserver's, with the slot given back *before* the connection is closed: a client
+        that sees the close and connects again finds the slot free."""
         self.service._connected(request)
         try:
-            super().process_request_thread(request, client_address)
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
         finally:
             self.service._disconnected(request)
             self.service._slots.release()
+            self.shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that vanished or was cut off at its deadline: one debug line, no traceback.
