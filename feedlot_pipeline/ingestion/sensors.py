@@ -116,6 +116,8 @@ class NoticeVerifier:
 
         if not keys:
             return set(), set()
+        if seconds is not None and seconds <= 0:
+            return set(), set(keys)  # no time left: check none of them
         pool = ThreadPoolExecutor(min(HEAD_THREADS, len(keys)))
         try:
             futures = {pool.submit(gone, key): key for key in keys}
