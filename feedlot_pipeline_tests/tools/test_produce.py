@@ -551,7 +551,7 @@ def test_produce_rides_through_a_moto_kill_and_restart(
         killer.join()
         assert result.ok, result.details
         assert result.records == 3000 and result.outages >= 1 and result.retries >= 1
-        assert result.outage_seconds >= 4
+        assert result.outage_seconds > 1  # from its first failed call to the first answer after
         assert any("failing" in s for s in said) and any("back after" in s for s in said)
         got = [r["id_lote"] for m in drain(url) for r in json.loads(m["Body"])["records"]]
         assert set(got) == {r["id_lote"] for r in records}  # none lost
