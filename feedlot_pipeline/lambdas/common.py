@@ -146,7 +146,11 @@ class _ClientMapCache:
             self.miss_at = now + CLIENT_MAP_MISS_REFRESH_SECONDS
         try:
             fresh = _read_client_map()
-        except Exception:  # noqa: BLE001 - the cached map stands; get() logs refresh failures
+        except Exception as err:  # noqa: BLE001 - the cached map stands, and the reason is logged
+            logger.warning(
+                "client map re-read for an unknown client failed; routing with the cached map",
+                extra={"error": f"{type(err).__name__}: {err}"},
+            )
             return None
         with self.lock:
             self.map = fresh

@@ -223,26 +223,28 @@ class CpuMeter:
     """
 
     state_dir: str
-    seen: dict[int, tuple[str, float]] = field(default_factory=dict)  # pid -> (part, cpu s)
-    ignored: set[int] = field(default_factory=set)
+    # (pid, start time) -> (part, cpu s): a pid the system gives to a new process is another key
+    seen: dict[tuple[int, float], tuple[str, float]] = field(default_factory=dict)
+    ignored: set[tuple[int, float]] = field(default_factory=set)
 
     def sample(self) -> None:
-        for proc in psutil.process_iter(["cmdline"]):
-            if proc.pid in self.ignored:
+        for proc in psutil.process_iter(["cmdline", "create_time"]):
+            key = (proc.pid, proc.info["create_time"])
+            if key in self.ignored:
                 continue
             try:
                 cmdline = " ".join(proc.info["cmdline"] or [])
-                part = self.seen.get(proc.pid, (None, 0.0))[0]
+                part = self.seen.get(key, (None, 0.0))[0]
                 if part is None:
                     ours = self.state_dir in cmdline
                     if not ours:
                         ours = proc.environ().get("FEEDLOT_STATE_DIR") == self.state_dir
                     if not ours:
-                        self.ignored.add(proc.pid)
+                        self.ignored.add(key)
                         continue
                     part = part_of(cmdline)
                 t = proc.cpu_times()
-                self.seen[proc.pid] = (part, t.user + t.system)
+                self.seen[key] = (part, t.user + t.system)
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 continue
 

@@ -42,5 +42,5 @@ def test_meter_counts_a_finished_process_of_the_stack_but_not_others(tmp_path) -
         stranger.wait()
     meter.sample()  # the process is gone: its last sample still counts
     assert 0.35 <= meter.by_part()["other"] < 0.7  # one burner's CPU, not two
-    assert ours.pid in {pid for pid in meter.seen}
-    assert stranger.pid not in meter.seen
+    assert ours.pid in {pid for pid, _ in meter.seen}
+    assert stranger.pid not in {pid for pid, _ in meter.seen}
