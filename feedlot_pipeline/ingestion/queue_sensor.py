@@ -25,12 +25,15 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from feedlot_pipeline.core.aws import client
+from feedlot_pipeline.core.contracts import LandingNotice
 from feedlot_pipeline.core.failures import report_failure
+from feedlot_pipeline.core.lake import parse_raw_key
 
 PENDING_MAX_AGE_SECONDS = 25  # below the queues' 30 s visibility timeout
 # Below the queues' maxReceiveCount (10 in deploy/ and locally), so a message that keeps coming
@@ -57,15 +60,13 @@ class TickCounts:
     stale: int = 0
     parked: int = 0
     redelivered: int = 0
-    deferred: int = 0  # left for a later tick: not verified before the tick's deadline
 
     def summary(self) -> str:
-        text = (
+        return (
             f"{self.received} received, {self.acknowledged} acknowledged"
             f" ({self.stale} stale receipt(s) skipped), {self.parked} to DLQ,"
             f" {self.redelivered} redelivered"
         )
-        return text + (f", {self.deferred} deferred to a later tick" if self.deferred else "")
 
 
 @dataclass
@@ -160,18 +161,6 @@ class QueueTick:
     def seconds_since_start(self) -> float:
         return time.monotonic() - self._started
 
-    def defer(self, messages: Iterable[QueueMessage]) -> None:
-        """Leave messages for a later tick: neither held nor deleted, visible again at once."""
-        messages = list(messages)
-        self.counts.deferred += len(messages)
-        for start in range(0, len(messages), SQS_BATCH):
-            entries = [
-                {"Id": str(i), "ReceiptHandle": m.receipt, "VisibilityTimeout": 0}
-                for i, m in enumerate(messages[start : start + SQS_BATCH])
-            ]
-            # A failure leaves the message invisible until its timeout: it still comes back.
-            self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
-
     def out_of_time(self) -> bool:
         return time.monotonic() - self._started > self.budget_seconds
 
@@ -227,3 +216,48 @@ def park_message(
         event_id=msg.message_id,
         details={"dead_letter_queue": dlq, "receive_count": msg.receive_count},
     )
+
+
+def park_gone_objects(
+    dlq: str, dlq_url: str, bucket: str, keys: Iterable[str], stage: str, run_id: str
+) -> int:
+    """Park the notices of noticed objects a batch run found gone: the DLQ and the failure topic.
+
+    The sensor does not look for the object (one HEAD per notice); the run reads it anyway. Its
+    notice is already acknowledged by then, so the run files a notice of its own for each key, a
+    valid ``raw_landing`` one: ``feedlot dlq redrive`` after the object is restored loads it.
+    """
+    sqs = client("sqs")
+    parked = 0
+    for key in keys:
+        fazenda, dia = parse_raw_key(key)
+        body = LandingNotice(
+            bucket=bucket,
+            key=key,
+            fazenda=fazenda,
+            dia=dia.isoformat(),
+            records=0,
+            source="batch-run",
+            event_id=key.rsplit("/", 1)[-1],
+            landed_at=datetime.now(timezone.utc).isoformat(),
+        ).to_json()
+        reason = f"object s3://{bucket}/{key} does not exist in the lake (batch run {run_id})"
+        sqs.send_message(
+            QueueUrl=dlq_url,
+            MessageBody=body,
+            MessageAttributes={
+                "reason": {"DataType": "String", "StringValue": reason[:1000]},
+                "stage": {"DataType": "String", "StringValue": stage},
+                "original_message_id": {"DataType": "String", "StringValue": run_id},
+            },
+        )
+        report_failure(
+            source="batch-run",
+            stage=stage,
+            reason=reason,
+            payload=body,
+            event_id=key,
+            details={"dead_letter_queue": dlq, "run_id": run_id},
+        )
+        parked += 1
+    return parked

@@ -9,8 +9,10 @@ Per tick (the protocol of ``queue_sensor``):
    farms or days touched;
 3. drain a bounded batch and verify every notice: a valid contract, the lake bucket, a day that
    has a partition, a farm in ``clientes`` (the published client map) or already registered, and
-   an object that exists under the partition it claims. Anything else goes to the dead-letter
-   queue with its reason;
+   an object key under the partition it claims. Anything else goes to the dead-letter queue with
+   its reason. Whether the object exists is left to the batch run, which reads it anyway and
+   parks the notice of an object that is gone (``queue_sensor.park_gone_objects``): a HEAD per
+   notice here cost one S3 request per record and, on a busy lake, made ticks of 40 s;
 4. register new farms and request ONE run of the batch job with every verified object, grouped
    by farm × day partition (split only above ``MAX_OBJECTS_PER_RUN``).
 
@@ -20,14 +22,12 @@ objects its ledger says are loaded, so a redelivery costs a lookup and writes no
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import date
 from typing import Any
 
 import dagster as dg
 
 from feedlot_pipeline.core import client_map
-from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.core.contracts import LandingNotice
 from feedlot_pipeline.core.records import UNROUTED_FARM
 from feedlot_pipeline.core.settings import Settings
@@ -46,10 +46,6 @@ STAGE = "consumption_events_sensor"
 LANE_TAG = "feedlot/lane"
 STREAM_LANE = "stream"
 MAX_OBJECTS_PER_RUN = 20_000
-HEAD_THREADS = 8
-# A tick's verification stops here (seconds since the tick started), far below Dagster's 60 s
-# sensor deadline: notices not verified by then are left for a later tick, not lost or parked.
-VERIFY_DEADLINE_SECONDS = 40.0
 IN_FLIGHT = (
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -77,7 +73,7 @@ def batch_run_key(keys: Iterable[str]) -> str:
 
 
 class NoticeVerifier:
-    """Decides, for one tick, which notices name a real object of a known farm's partition."""
+    """Decides, for one tick, which notices name an object of a known farm's partition."""
 
     def __init__(self, lake: LakeResource, known_farms: set[str], client_farms: set[str]):
         self.lake = lake
@@ -100,33 +96,6 @@ class NoticeVerifier:
             return f"farm {farm!r} is not in clientes (no client maps to it)"
         return None
 
-    def missing(self, keys: list[str], seconds: float | None = None) -> tuple[set[str], set[str]]:
-        """(gone, unchecked): the keys with no object in the lake (HEAD, a few at a time), and
-        the keys not checked within ``seconds``."""
-        s3 = client("s3")
-
-        def gone(key: str) -> bool:
-            try:
-                s3.head_object(Bucket=self.lake.bucket, Key=key)
-            except s3.exceptions.ClientError as err:
-                if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                    return True
-                raise
-            return False
-
-        if not keys:
-            return set(), set()
-        if seconds is not None and seconds <= 0:
-            return set(), set(keys)  # no time left: check none of them
-        pool = ThreadPoolExecutor(min(HEAD_THREADS, len(keys)))
-        try:
-            futures = {pool.submit(gone, key): key for key in keys}
-            done, _ = wait(futures, timeout=seconds)
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
-        missing = {futures[f] for f in done if f.result()}
-        return missing, {futures[f] for f in futures if f not in done}
-
 
 def client_farms(lake: LakeResource) -> set[str] | None:
     """The farms ``clientes`` maps to, from the map published in the lake; None when no map was
@@ -143,7 +112,7 @@ def verify(
     log: Any,
 ) -> dict[str, list[tuple[LandingNotice, QueueMessage]]]:
     """The usable notices by partition key; the others parked with their reason."""
-    parsed: list[tuple[LandingNotice, QueueMessage]] = []
+    by_partition: dict[str, list[tuple[LandingNotice, QueueMessage]]] = {}
     for msg in messages:
         try:
             notice: LandingNotice = LandingNotice.parse(msg.body)
@@ -153,24 +122,6 @@ def verify(
             continue
         reason = verifier.check(notice)
         if reason is not None:
-            tick.park(msg, reason)
-            log.warning(f"notice {msg.message_id} sent to the DLQ: {reason}")
-            continue
-        parsed.append((notice, msg))
-    left = max(0.0, VERIFY_DEADLINE_SECONDS - tick.seconds_since_start())
-    gone, unchecked = verifier.missing(sorted({n.key for n, _ in parsed}), left)
-    if unchecked:
-        log.warning(
-            f"{len(unchecked)} notice(s) not verified within the tick's "
-            f"{VERIFY_DEADLINE_SECONDS:.0f} s: left for a later tick"
-        )
-    tick.defer(msg for notice, msg in parsed if notice.key in unchecked)
-    by_partition: dict[str, list[tuple[LandingNotice, QueueMessage]]] = {}
-    for notice, msg in parsed:
-        if notice.key in unchecked:
-            continue
-        if notice.key in gone:
-            reason = f"object s3://{notice.bucket}/{notice.key} does not exist in the lake"
             tick.park(msg, reason)
             log.warning(f"notice {msg.message_id} sent to the DLQ: {reason}")
             continue

@@ -20,7 +20,8 @@ from feedlot_pipeline.core.records import get_rule
 from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.ingestion.batches import BATCH_OP, NoticedObjects
 from feedlot_pipeline.ingestion.partitions import farm_day_partitions, split_key
-from feedlot_pipeline.ingestion.resources import LakeResource
+from feedlot_pipeline.ingestion.queue_sensor import park_gone_objects
+from feedlot_pipeline.ingestion.resources import LakeResource, SensorQueueResource
 from feedlot_pipeline.ingestion.sensors import LANE_TAG, STREAM_LANE
 from feedlot_pipeline.warehouse.assets import historico_consumo
 from feedlot_pipeline.warehouse.events import log_check_evaluations, log_materializations
@@ -53,6 +54,7 @@ def load_noticed_objects(
     config: NoticedObjects,
     lake: LakeResource,
     warehouse: WarehouseResource,
+    sensor_queue: SensorQueueResource,
 ) -> dict:
     started = time.monotonic()
     keys = [k for found in config.objects.values() for k in found]
@@ -93,7 +95,18 @@ def load_noticed_objects(
     )
     emit_load_metrics(context.job_name, time.monotonic() - started, outcome, row_time=committed)
     if outcome.missing:
-        context.log.warning(f"objects gone before they could be read: {outcome.missing[:20]}")
+        parked = park_gone_objects(
+            sensor_queue.dlq,
+            sensor_queue.dlq_url(),
+            lake.bucket,
+            outcome.missing,
+            context.job_name,
+            context.run_id,
+        )
+        context.log.warning(
+            f"{parked} noticed object(s) gone before they could be read, their notices parked "
+            f"in {sensor_queue.dlq}: {outcome.missing[:20]}"
+        )
     for load in failed:
         context.log.error(
             f"{load.partition_key}: blocking checks failed; no downstream output for it in this "

@@ -7,7 +7,7 @@ from sqlalchemy import create_engine, text
 
 from feedlot_pipeline.core import client_map
 from feedlot_pipeline.ingestion.partitions import farms_partitions
-from feedlot_pipeline.ingestion.resources import LakeResource
+from feedlot_pipeline.ingestion.resources import LakeResource, SensorQueueResource
 from feedlot_pipeline.warehouse.checks import HISTORICO_CONSUMO
 from feedlot_pipeline.warehouse.jobs import ingest_batch_job
 from feedlot_pipeline.warehouse.resources import WarehouseResource
@@ -21,6 +21,9 @@ def run_batch(instance, settings, warehouse_url, run_config) -> dg.ExecuteInProc
         resources={
             "lake": LakeResource(bucket=settings.lake_bucket),
             "warehouse": WarehouseResource(url=warehouse_url),
+            "sensor_queue": SensorQueueResource(
+                queue=settings.sensor_queue, dlq=settings.sensor_dlq
+            ),
         },
     )
 
@@ -116,6 +119,7 @@ def test_the_sweep_loads_what_no_notice_brought(aws, warehouse_url, instance, mo
     resources = {
         "lake": LakeResource(bucket=settings.lake_bucket),
         "warehouse": WarehouseResource(url=warehouse_url),
+        "sensor_queue": SensorQueueResource(queue=settings.sensor_queue, dlq=settings.sensor_dlq),
     }
     defs = dg.Definitions.merge(definitions(), dg.Definitions(resources=resources))
     sweep = defs.resolve_sensor_def("lake_sweep_sensor")
@@ -131,3 +135,59 @@ def test_the_sweep_loads_what_no_notice_brought(aws, warehouse_url, instance, mo
     assert run_batch(instance, settings, warehouse_url, request.run_config).success
     after = evaluate()
     assert after.run_requests == [] and "is loaded" in str(after.skip_message)
+
+
+def test_a_noticed_object_that_is_gone_is_parked_by_the_run_and_redrives(
+    aws, warehouse_url, instance
+) -> None:
+    """The sensor does not look for objects; the run that reads them parks a gone one's notice
+    in the DLQ with its reason (and on the failure topic), as a notice that loads once redriven."""
+    import json
+
+    from feedlot_pipeline.core.aws import client
+    from feedlot_pipeline.core.contracts import LandingNotice
+
+    settings, prov = aws
+    client_map.publish(settings.lake_bucket, CLIENTS)
+    land(settings, "kept", [record(lote="1")])
+    land(settings, "lost", [record(lote="2")])
+    sensed = tick(instance, settings)
+    for request in sensed.dynamic_partitions_requests:
+        instance.add_dynamic_partitions(farms_partitions.name, list(request.partition_keys))
+    (request,) = sensed.run_requests
+    (keys,) = request.run_config["ops"]["load_noticed_objects"]["config"]["objects"].values()
+    (gone,) = [k for k in keys if "lost" in k]
+    s3 = client("s3")
+    saved = s3.get_object(Bucket=settings.lake_bucket, Key=gone)
+    body, metadata = saved["Body"].read(), saved["Metadata"]
+    s3.delete_object(Bucket=settings.lake_bucket, Key=gone)
+
+    result = run_batch(instance, settings, warehouse_url, request.run_config)
+    assert result.success
+    (mat,) = [
+        e.event_specific_data.materialization
+        for e in events(result, "ASSET_MATERIALIZATION")
+        if e.event_specific_data.materialization.asset_key == HISTORICO_CONSUMO
+    ]
+    assert mat.metadata["landed"].value == 1  # the partition reports what it could read
+    (dead,) = client("sqs").receive_message(QueueUrl=prov.dlq_url, MessageAttributeNames=["All"])[
+        "Messages"
+    ]
+    reason = dead["MessageAttributes"]["reason"]["StringValue"]
+    assert "does not exist in the lake" in reason and result.run_id in reason
+    assert dead["MessageAttributes"]["stage"]["StringValue"] == "ingest_batch_job"
+    notice = LandingNotice.parse(dead["Body"])
+    assert (notice.key, notice.fazenda, notice.dia) == (gone, "fazenda_um", "2023-01-01")
+
+    # Restored and redriven: the sensor takes the parked notice and the next run loads it.
+    s3.put_object(Bucket=settings.lake_bucket, Key=gone, Body=body, Metadata=metadata)
+    sqs = client("sqs")
+    sqs.send_message(QueueUrl=prov.queue_url, MessageBody=dead["Body"])
+    sqs.delete_message(QueueUrl=prov.dlq_url, ReceiptHandle=dead["ReceiptHandle"])
+    (again,) = tick(instance, settings, sensed.cursor).run_requests
+    assert run_batch(instance, settings, warehouse_url, again.run_config).success
+    engine = create_engine(warehouse_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM historico_consumo")).scalar() == 2
+    engine.dispose()
+    assert json.loads(dead["Body"])["source"] == "batch-run"
