@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     from feedlot_pipeline.local import moto_speedups
 
     moto_speedups.apply()
+    moto_speedups.quiet_request_log(MotoRequestHandler)
 
     try:
         state = open_state(args.journal, args.durable_queue, fsync=args.fsync)
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
             args.port,
             JournaledApp(app, state),
             threaded=True,
-            request_handler=MotoRequestHandler,
+            request_handler=moto_speedups.keep_alive(MotoRequestHandler),
         )
     finally:
         state.close()

@@ -24,9 +24,25 @@ messages taking ~1 s):
   every message; it now finds the message through a receipt index (rebuilt on a miss) and
   drops it in one pass.
 
-Behaviour is unchanged (same counts, same routing); only the cost. Applied by the local stack's
-moto (``python -m feedlot_pipeline.local.moto_server``, which also journals the lake) and by the
-tests' and benchmarks' moto (``python -m feedlot_pipeline.local.moto_speedups``).
+At 100 records/s after those (py-spy, moto at ~85 % of a core, most records fanned out from SNS
+to the records inbox):
+
+- 17 %: every message SNS delivers to a queue or an HTTP endpoint is signed with a certificate
+  moto makes for that one message (a 2048-bit RSA signature and a random serial number) and then
+  keeps in memory for ever (~1 KB a message). One certificate per subscription now, made on its
+  first message; each message is still signed with it, as SNS signs each message.
+- 12 %: werkzeug logs every request line (a lock and a write per request); only answers of 400
+  and above are logged now (``quiet_request_log``).
+- ~10 %, and as much again in every client: werkzeug's development server answers every request
+  with ``Connection: close`` (http.server cannot drain an unread request body), so each request
+  was a new TCP connection, a new server thread and a name lookup in the client. ``keep_alive``
+  drains what the application left of a request with a known length and keeps HTTP/1.1
+  connections open; a chunked request still closes its connection.
+
+Behaviour is unchanged (same counts, same routing, same message fields); only the cost.
+Applied by the local stack's moto (``python -m feedlot_pipeline.local.moto_server``, which also
+journals the lake) and by the tests' and benchmarks' moto
+(``python -m feedlot_pipeline.local.moto_speedups``).
 """
 
 from __future__ import annotations
@@ -164,15 +180,179 @@ def apply() -> None:
         raise ReceiptHandleIsInvalid()
 
     sqs.Queue.delete_message = delete_message
+    _sign_sns_messages_with_one_certificate()
+
+
+def _sign_sns_messages_with_one_certificate() -> None:
+    """moto's ``Subscription.get_post_data`` with the certificate made once per subscription."""
+    import base64
+    from datetime import timedelta
+
+    import cryptography.x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.x509 import Name, NameAttribute
+    from cryptography.x509.oid import NameOID
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.utils import iso_8601_datetime_with_milliseconds, utcnow
+    from moto.moto_api._internal import mock_random
+    from moto.sns import models as sns
+
+    def certificate(sub: Any) -> str:
+        """The subscription's signing certificate's name, published where moto serves it."""
+        name = sub.__dict__.get("_feedlot_cert_name")
+        if name is not None:
+            return name
+        key = sub.private_key()
+        issuer = [
+            NameAttribute(NameOID.COUNTRY_NAME, "US"),
+            NameAttribute(NameOID.ORGANIZATION_NAME, "Amazon"),
+            NameAttribute(NameOID.COMMON_NAME, "Amazon RSA 2048 M01"),
+        ]
+        cert = (
+            cryptography.x509.CertificateBuilder()
+            .subject_name(Name([NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")]))
+            .issuer_name(Name(issuer))
+            .public_key(key.public_key())
+            .serial_number(cryptography.x509.random_serial_number())
+            .not_valid_before(utcnow())
+            .not_valid_after(utcnow() + timedelta(days=365))
+            .sign(key, hashes.SHA256())
+        )
+        name = f"SimpleNotificationService-{mock_random.uuid4().hex}.pem"
+        region = sub.topic.sns_backend.region_name
+        sns.sns_backends[DEFAULT_ACCOUNT_ID][region]._message_public_keys[name] = (  # noqa: SLF001
+            cert.public_bytes(serialization.Encoding.PEM)
+        )
+        sub.__dict__["_feedlot_cert_name"] = name
+        return name
+
+    def get_post_data(
+        self: Any,
+        message: str,
+        message_id: str,
+        subject: str | None,
+        message_attributes: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        key_name = certificate(self)
+        timestamp = iso_8601_datetime_with_milliseconds()
+        string_to_sign = (
+            f"Message\n{message}\nMessageId\n{message_id}\nTimestamp\n{timestamp}\n"
+            f"TopicArn\n{self.topic.arn}\nType\nNotification\n"
+        )
+        signature = self.private_key().sign(
+            string_to_sign.encode("UTF-8"), padding.PKCS1v15(), hashes.SHA256()
+        )
+        region = self.topic.sns_backend.region_name
+        post_data: dict[str, Any] = {
+            "Type": "Notification",
+            "MessageId": message_id,
+            "TopicArn": self.topic.arn,
+            "Message": message,
+            "Timestamp": timestamp,
+            "SignatureVersion": "2",
+            "Signature": base64.b64encode(signature).decode("utf-8"),
+            "SigningCertURL": f"https://sns.{region}.amazonaws.com/{key_name}",
+            "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe"
+            f"&SubscriptionArn=arn:aws:sns:us-east-1:{self.account_id}:{self.topic.name}"
+            ":2bcfbf39-05c3-41de-beaa-fcfcc21c8f55",
+        }
+        if subject:
+            post_data["Subject"] = subject
+        if message_attributes:
+            post_data["MessageAttributes"] = message_attributes
+        return post_data
+
+    sns.Subscription.get_post_data = get_post_data
+
+
+def quiet_request_log(handler_class: Any) -> None:
+    """werkzeug's request handler logging only answers of 400 and above (errors stay visible)."""
+    original = handler_class.log_request
+
+    def log_request(self: Any, code: Any = "-", size: Any = "-") -> None:
+        status = getattr(code, "value", code)
+        if str(status).isdigit() and int(status) < 400:
+            return
+        original(self, code, size)
+
+    handler_class.log_request = log_request
+
+
+def keep_alive(handler_class: Any) -> Any:
+    """werkzeug's request handler, keeping HTTP/1.1 connections open between requests.
+
+    werkzeug closes every connection because ``http.server`` cannot skip the part of a request
+    body an application did not read before parsing the next request line. Here the body is
+    read through a stream limited to its Content-Length and drained after the answer; a request
+    with a chunked body, or one that asked for ``Connection: close``, closes as before.
+    """
+    from werkzeug.wsgi import LimitedStream
+
+    class _NothingLeft:
+        """What werkzeug's after-answer drain reads instead of the kept-open socket (it would
+        block there on the client's next request); the body was drained already."""
+
+        def read(self, size: int = -1) -> bytes:
+            return b""
+
+    class KeepAliveHandler(handler_class):  # type: ignore[misc, valid-type]
+        _body: LimitedStream | None = None
+        _socket_file: Any = None
+
+        def _keep(self) -> bool:
+            if self.request_version != "HTTP/1.1":
+                return False
+            if "close" in self.headers.get("Connection", "").lower():
+                return False
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                return False
+            length = self.headers.get("Content-Length")
+            return length is None or length.strip().isdigit()
+
+        def make_environ(self) -> dict[str, Any]:
+            environ = super().make_environ()
+            if self._socket_file is not None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self._body = LimitedStream(self._socket_file, length)
+                environ["wsgi.input"] = self._body
+                environ["wsgi.input_terminated"] = True
+            return environ
+
+        def send_header(self, keyword: str, value: str) -> None:
+            if keyword.lower() == "connection" and value.lower() == "close" and self._body:
+                value = "keep-alive"  # http.server then leaves close_connection False
+            super().send_header(keyword, value)
+
+        def run_wsgi(self) -> None:
+            if not self._keep():
+                super().run_wsgi()
+                return
+            self._socket_file, self.rfile = self.rfile, _NothingLeft()
+            try:
+                super().run_wsgi()
+            finally:
+                self.rfile, self._socket_file = self._socket_file, None
+                body, self._body = self._body, None
+                if body is not None and not self.close_connection:
+                    try:
+                        body.exhaust()
+                    except OSError:
+                        self.close_connection = True
+
+    KeepAliveHandler.__name__ = handler_class.__name__
+    return KeepAliveHandler
 
 
 def main() -> None:
     """``python -m moto.server`` with the speed-ups applied first (same arguments)."""
     apply()
-    from moto.server import main as moto_main
+    import moto.server
 
+    quiet_request_log(moto.server.MotoRequestHandler)
+    moto.server.MotoRequestHandler = keep_alive(moto.server.MotoRequestHandler)
     sys.argv[0] = "moto_server"
-    moto_main(sys.argv[1:])
+    moto.server.main(sys.argv[1:])
 
 
 if __name__ == "__main__":

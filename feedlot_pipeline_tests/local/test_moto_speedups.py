@@ -73,3 +73,76 @@ def test_attribute_queries_keep_their_answers_and_errors(queue: str) -> None:
     assert everything["ApproximateNumberOfMessages"] == "300"
     with pytest.raises(ClientError, match="InvalidAttributeName"):
         sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["NoSuchAttribute"])
+
+
+def test_sns_deliveries_are_signed_with_one_served_certificate(moto_endpoint: str) -> None:
+    """Each message SNS delivers still carries a valid SignatureVersion 2 signature; the
+    subscription's messages share one certificate, which moto serves at its SigningCertURL."""
+    import base64
+    import json
+
+    import requests
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    tag = uuid.uuid4().hex[:8]
+    sns, sqs = client("sns"), client("sqs")
+    topic = sns.create_topic(Name=f"signed-{tag}")["TopicArn"]
+    url = sqs.create_queue(QueueName=f"signed-{tag}")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    for i in range(3):
+        sns.publish(TopicArn=topic, Message=f"message {i}")
+    envelopes = [
+        json.loads(m["Body"])
+        for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    ]
+    assert sorted(e["Message"] for e in envelopes) == ["message 0", "message 1", "message 2"]
+    (cert_url,) = {e["SigningCertURL"] for e in envelopes}
+    pem = requests.get(
+        f"{moto_endpoint}/{cert_url.rsplit('/', 1)[1]}",
+        headers={  # moto's server picks the service from the credential scope
+            "Authorization": "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/sns/"
+            "aws4_request, SignedHeaders=host, Signature=0"
+        },
+        timeout=10,
+    )
+    assert pem.status_code == 200, pem.text
+    key = x509.load_pem_x509_certificate(pem.content).public_key()
+    for e in envelopes:
+        assert e["SignatureVersion"] == "2" and e["Type"] == "Notification"
+        signed = "".join(
+            f"{name}\n{e[name]}\n"
+            for name in ("Message", "MessageId", "Timestamp", "TopicArn", "Type")
+        )
+        key.verify(  # raises InvalidSignature on a wrong one
+            base64.b64decode(e["Signature"]), signed.encode(), padding.PKCS1v15(), hashes.SHA256()
+        )
+
+
+def test_connections_stay_open_and_unread_bodies_are_drained(moto_endpoint: str) -> None:
+    """Requests share one HTTP/1.1 connection, even after one whose body moto never read."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    where = urlsplit(moto_endpoint)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+    bucket = f"keepalive-{uuid.uuid4().hex[:8]}"
+
+    def call(method: str, path: str, body: bytes | None = None) -> tuple[int, bytes, str]:
+        # Unsigned, so readable only with an ACL saying so (a throwaway object in a test moto).
+        conn.request(method, path, body=body, headers={"x-amz-acl": "public-read"})
+        answer = conn.getresponse()
+        return answer.status, answer.read(), answer.getheader("Connection", "")
+
+    assert call("PUT", f"/{bucket}")[0] == 200
+    sock = conn.sock
+    assert call("PUT", f"/{bucket}/k", b"hello")[::2] == (200, "keep-alive")
+    status, body, header = call("GET", f"/{bucket}/k", b"an ignored body")  # moto never reads it
+    assert (status, body, header) == (200, b"hello", "keep-alive")
+    assert call("GET", f"/{bucket}/k")[:2] == (200, b"hello")  # parsed after the drained body
+    assert conn.sock is sock  # one connection throughout
+    conn.close()
