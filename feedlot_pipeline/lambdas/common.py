@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -60,9 +61,35 @@ class ClientMapUnavailable(RuntimeError):
     """No client map could be read and there is no earlier one to fall back on."""
 
 
-def settings() -> Settings:
-    """The settings as the environment says now; build once per invocation."""
+# Every variable Settings and ObservabilitySettings read starts so (core.settings).
+_SETTINGS_PREFIXES = ("FEEDLOT_", "AWS_")
+
+
+def _environment() -> tuple[tuple[str, str], ...]:
+    """The variables settings are read from (the platform's and AWS's), as they are now."""
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_SETTINGS_PREFIXES)))
+
+
+@lru_cache(maxsize=4)
+def _settings_for(environment: tuple[tuple[str, str], ...]) -> Settings:
     return Settings()
+
+
+@lru_cache(maxsize=4)
+def _observability_for(environment: tuple[tuple[str, str], ...]) -> ObservabilitySettings:
+    return ObservabilitySettings()
+
+
+def settings() -> Settings:
+    """The settings as the environment says now, built once per environment (validating them
+    per invocation was a fifth of a landing's CPU: a warm Lambda's environment does not change,
+    the local stack's tests change it and get new ones)."""
+    return _settings_for(_environment())
+
+
+def observability_settings() -> ObservabilitySettings:
+    """``ObservabilitySettings`` as the environment says now, built once per environment."""
+    return _observability_for(_environment())
 
 
 # --- secrets -----------------------------------------------------------------------------------
@@ -247,7 +274,7 @@ class LandingMetrics:
     """
 
     def __init__(self, source: str, settings: ObservabilitySettings | None = None) -> None:
-        self.settings = settings or ObservabilitySettings()
+        self.settings = settings or observability_settings()
         self.source = source
         provider = AmazonCloudWatchEMFProvider(namespace=self.settings.metrics_namespace)
         # Metric identity is namespace + Source: a service dimension that POWERTOOLS_SERVICE_NAME

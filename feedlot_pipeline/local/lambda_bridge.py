@@ -322,7 +322,11 @@ class LambdaBridge(HttpDaemon):
         )
 
     def _subscription_arn(self, topic_arn: str) -> str:
-        """moto sends no x-amz-sns-subscription-arn header: look ours up once per topic."""
+        """moto sends no x-amz-sns-subscription-arn header: look ours up once per topic.
+
+        An event that came through the records inbox has no subscription of the bridge's URL
+        (the queue is subscribed): the stand-in ARN is kept too, not looked up per event.
+        """
         cached = self._subscriptions.get(topic_arn)
         if cached:
             return cached
@@ -337,7 +341,7 @@ class LambdaBridge(HttpDaemon):
                 for sub in page["Subscriptions"]:
                     if sub.get("Endpoint", "").startswith(f"{self.url}/"):
                         arn = sub["SubscriptionArn"]
-                        self._subscriptions[topic_arn] = arn
+            self._subscriptions[topic_arn] = arn
         except Exception as err:  # noqa: BLE001 - the ARN is informative; never block delivery
             self.log.warning(
                 "could not look up the subscription ARN",

@@ -125,3 +125,14 @@ def test_a_client_added_since_the_map_was_read_is_routed_at_once(aws, monkeypatc
     for i in range(3):
         sns_handler.handler(sns_event(json.dumps([record("Ninguem")]), f"m-x{i}"), Context())
     assert len(reads) == 1
+
+
+def test_settings_are_built_once_per_environment(monkeypatch) -> None:
+    """A warm function reuses its settings; a changed variable gives settings that show it."""
+    monkeypatch.setenv("FEEDLOT_LAKE_BUCKET", "lake-one")
+    first = common.settings()
+    assert common.settings() is first and first.lake_bucket == "lake-one"
+    monkeypatch.setenv("FEEDLOT_LAKE_BUCKET", "lake-two")
+    assert common.settings().lake_bucket == "lake-two"
+    monkeypatch.setenv("FEEDLOT_METRICS_NAMESPACE", "Other/Namespace")
+    assert common.observability_settings().metrics_namespace == "Other/Namespace"
