@@ -22,8 +22,10 @@ lost; deleted only after its run is recorded, so nothing is requested twice by t
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -40,6 +42,7 @@ PENDING_MAX_AGE_SECONDS = 25  # below the queues' 30 s visibility timeout
 # back is parked here with its reason before SQS's redrive moves it without one.
 PARK_AFTER_RECEIVES = 8
 SQS_BATCH = 10
+DRAIN_RECEIVERS = 4  # concurrent ReceiveMessage calls while draining
 STALE_CODES = ("ReceiptHandleIsInvalid", "InvalidParameterValue")
 
 
@@ -133,28 +136,50 @@ class QueueTick:
     # --- 2. drain ------------------------------------------------------------------------------
 
     def drain(self) -> list[QueueMessage]:
-        """Up to ``max_messages`` messages, stopping early when the tick's time budget is spent."""
+        """Up to ``max_messages`` messages, stopping early when the tick's time budget is spent.
+
+        ``DRAIN_RECEIVERS`` receive at once (SQS answers at most 10 a call): one after the other,
+        a backlog of 2,000 notices took 18 s of a tick on a busy local stack.
+        """
+        lock = threading.Lock()
+        received: list[dict] = []
+        asked = [0]  # messages asked for by the receivers, answered or not yet
+
+        def receiver() -> None:
+            while not self.out_of_time():
+                with lock:
+                    take = min(SQS_BATCH, self.max_messages - asked[0])
+                    asked[0] += max(0, take)
+                if take <= 0:
+                    return
+                batch = self.sqs.receive_message(
+                    QueueUrl=self.queue_url,
+                    MaxNumberOfMessages=take,
+                    WaitTimeSeconds=0,
+                    AttributeNames=["ApproximateReceiveCount"],
+                ).get("Messages", [])
+                with lock:
+                    received.extend(batch)
+                    asked[0] -= take - len(batch)
+                if not batch:
+                    return
+
+        receivers = max(1, min(DRAIN_RECEIVERS, -(-self.max_messages // SQS_BATCH)))
+        with ThreadPoolExecutor(receivers, thread_name_prefix="sqs-drain") as pool:
+            for future in [pool.submit(receiver) for _ in range(receivers)]:
+                future.result()
         out: list[QueueMessage] = []
-        while len(out) < self.max_messages and not self.out_of_time():
-            batch = self.sqs.receive_message(
-                QueueUrl=self.queue_url,
-                MaxNumberOfMessages=min(SQS_BATCH, self.max_messages - len(out)),
-                WaitTimeSeconds=0,
-                AttributeNames=["ApproximateReceiveCount"],
-            ).get("Messages", [])
-            if not batch:
-                break
-            for m in batch:
-                count = int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1))
-                msg = QueueMessage(m["MessageId"], m.get("Body", ""), m["ReceiptHandle"], count)
-                if count >= self.park_after_receives:
-                    self.park(
-                        msg,
-                        f"received {count} times without being acknowledged (its run was never "
-                        "recorded); parked with this reason before SQS's redrive moves it blind",
-                    )
-                    continue
-                out.append(msg)
+        for m in received:
+            count = int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1))
+            msg = QueueMessage(m["MessageId"], m.get("Body", ""), m["ReceiptHandle"], count)
+            if count >= self.park_after_receives:
+                self.park(
+                    msg,
+                    f"received {count} times without being acknowledged (its run was never "
+                    "recorded); parked with this reason before SQS's redrive moves it blind",
+                )
+                continue
+            out.append(msg)
         self.counts.received += len(out)
         return out
 

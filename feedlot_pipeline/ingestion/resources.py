@@ -80,8 +80,9 @@ class LakeResource(dg.ConfigurableResource):
             lines=[line for line in data.splitlines() if line.strip()],
         )
 
-    def read_many(self, keys: Iterable[str], workers: int = 8) -> Iterator[RawRead]:
-        """``read`` for many keys, ``workers`` at a time, in the order of ``keys``."""
+    def read_many(self, keys: Iterable[str], workers: int = 16) -> Iterator[RawRead]:
+        """``read`` for many keys, ``workers`` at a time, in the order of ``keys`` (a streaming
+        batch is thousands of one-record objects: their GETs wait on the lake, not the CPU)."""
         keys = list(keys)
         if len(keys) <= 1:
             yield from (self.read(k) for k in keys)
