@@ -46,12 +46,18 @@ def percentile(values: list[float], pct: float) -> float:
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between publishes.")
 @click.option("--days", default=10, show_default=True, help="Spread records over this many days.")
 @click.option("--timeout", default=120.0, show_default=True, help="Give up on a record after this.")
-def latency(count: int, interval: float, days: int, timeout: float) -> None:
-    """Publish COUNT records one by one and report publish→warehouse latency (p50/p95)."""
+@click.option("--state-dir", default=None, help="Local stack folder whose env file to read.")
+def latency(count: int, interval: float, days: int, timeout: float, state_dir: str | None) -> None:
+    """Publish COUNT records one by one and report publish→warehouse latency (p50/p95).
+
+    Against the running local stack (``make dev``): its endpoints and credentials come from its
+    env file unless DAGSTER_HOME says the environment is set up already."""
     from sqlalchemy import bindparam, text
 
+    from feedlot_pipeline.tools.replay import load_stack_env
     from feedlot_pipeline.warehouse.store import Warehouse
 
+    load_stack_env(state_dir)
     settings = Settings()
     sns = client("sns")
     arn = topic_arn(settings.records_topic)
