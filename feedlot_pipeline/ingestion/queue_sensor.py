@@ -183,9 +183,6 @@ class QueueTick:
         self.counts.received += len(out)
         return out
 
-    def seconds_since_start(self) -> float:
-        return time.monotonic() - self._started
-
     def out_of_time(self) -> bool:
         return time.monotonic() - self._started > self.budget_seconds
 
@@ -214,19 +211,27 @@ class QueueTick:
         return json.dumps({"pending": self._keep})
 
 
+def send_dead_letter(
+    sqs: Any, dlq_url: str, body: str, reason: str, stage: str, original_id: str
+) -> None:
+    """A dead letter as every DLQ reader here expects it: the body, and why, where and what from
+    in the ``reason``/``stage``/``original_message_id`` attributes (``feedlot dlq`` shows them)."""
+    sqs.send_message(
+        QueueUrl=dlq_url,
+        MessageBody=body or "<empty>",
+        MessageAttributes={
+            "reason": {"DataType": "String", "StringValue": reason[:1000] or "-"},
+            "stage": {"DataType": "String", "StringValue": stage},
+            "original_message_id": {"DataType": "String", "StringValue": original_id},
+        },
+    )
+
+
 def park_message(
     sqs: Any, queue_url: str, dlq: str, dlq_url: str, msg: QueueMessage, reason: str, stage: str
 ) -> None:
     """The one way a message is parked: DLQ (with reason/stage attributes), delete, report."""
-    sqs.send_message(
-        QueueUrl=dlq_url,
-        MessageBody=msg.body if msg.body else "<empty>",
-        MessageAttributes={
-            "reason": {"DataType": "String", "StringValue": reason[:1000] or "-"},
-            "stage": {"DataType": "String", "StringValue": stage},
-            "original_message_id": {"DataType": "String", "StringValue": msg.message_id},
-        },
-    )
+    send_dead_letter(sqs, dlq_url, msg.body, reason, stage, msg.message_id)
     try:
         sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=msg.receipt)
     except ClientError as err:
@@ -267,15 +272,7 @@ def park_gone_objects(
             landed_at=datetime.now(timezone.utc).isoformat(),
         ).to_json()
         reason = f"object s3://{bucket}/{key} does not exist in the lake (batch run {run_id})"
-        sqs.send_message(
-            QueueUrl=dlq_url,
-            MessageBody=body,
-            MessageAttributes={
-                "reason": {"DataType": "String", "StringValue": reason[:1000]},
-                "stage": {"DataType": "String", "StringValue": stage},
-                "original_message_id": {"DataType": "String", "StringValue": run_id},
-            },
-        )
+        send_dead_letter(sqs, dlq_url, body, reason, stage, run_id)
         report_failure(
             source="batch-run",
             stage=stage,

@@ -148,11 +148,7 @@ def apply() -> None:
 
     sqs.SQSBackend.is_message_valid_based_on_retention_period = retained
 
-    def removed(queue: Any, message_id: str) -> None:
-        """Tell the lake journal (when it runs here) which message went."""
-        from feedlot_pipeline.local import moto_records
-
-        moto_records.note_removed(queue, message_id)
+    from feedlot_pipeline.local.moto_records import note_removed as removed  # journal, if any
 
     def delete_message(queue: Any, receipt_handle: str) -> None:
         """moto's, with the message found through a receipt index instead of two scans."""
