@@ -202,6 +202,11 @@ class RecordsInbox:
             with self._lock:
                 self.counts["deleted"] += len(chunk) - len(failed)
                 self.counts["delete_failed"] += len(failed)
+            if failed:  # redelivered later and landed once more as the same object: say why
+                self.log.warning(
+                    "records inbox: settled messages not deleted",
+                    extra={"fields": {"failed": [f.get("Code") for f in failed][:10]}},
+                )
 
     def _heartbeat(self) -> None:
         """Keep pending messages invisible while their invocation runs or waits for a retry."""
