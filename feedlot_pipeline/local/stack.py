@@ -306,6 +306,14 @@ def down(state_dir: Path | str | None = None, wipe: bool = False) -> list[Servic
         if after > before:  # the bridge drains for a while, then records what is left
             detail = f"{after - before} unfinished invocation(s) recorded in {paths.failures}"
         result.append(ServiceInfo(name, address, pid, False, "stopped", detail=detail))
+    # Dagster before the embedded PostgreSQL that holds its runs: left-over code servers of a
+    # `feedlot dev` that was killed (nothing else stops them).
+    dagster = supervisor.stop_processes(supervisor.dagster_processes(paths.dagster_home))
+    if dagster:
+        pids = ", ".join(str(p) for p in dagster)
+        result.append(
+            ServiceInfo("dagster", str(paths.dagster_home), None, False, "stopped", detail=pids)
+        )
     postgres = databases.stop_embedded(paths)
     if postgres is not None:
         result.append(postgres)

@@ -104,6 +104,44 @@ def stop_group(pid: int, timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
+def dagster_processes(dagster_home: Path) -> list[int]:
+    """Pids of Dagster processes (``dagster dev``, its daemon, webserver, code servers, run
+    workers) whose DAGSTER_HOME is ``dagster_home``, this process and its ancestors excepted.
+
+    A ``feedlot dev`` that was SIGKILLed leaves its code servers (``dagster code-server start``
+    and their ``dagster api grpc``) running: they live outside its process group and outlive
+    their heartbeat timeout. Only the environment tells which stack they belong to.
+    """
+    home = str(dagster_home)
+    spared = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = proc.info.get("cmdline") or []
+        if proc.info["pid"] in spared or not any("dagster" in part for part in cmdline):
+            continue
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get("DAGSTER_HOME") == home:
+                found.append(proc.info["pid"])
+    return found
+
+
+def stop_processes(pids: list[int], timeout: float = 5.0) -> list[int]:
+    """SIGTERM each process, SIGKILL what is left after ``timeout`` (a ``dagster api grpc``
+    child ignores SIGTERM once its parent is gone); the pids that were running."""
+    procs = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            proc.terminate()
+            procs.append(proc)
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5.0)
+    return [p.pid for p in procs]
+
+
 def released(port: int, timeout: float = 3.0) -> bool:
     """Whether ``port`` closes within ``timeout``. A killed multi-threaded process shows as a
     zombie (not running) while its other threads still exit, and its sockets close only after

@@ -10,6 +10,8 @@ import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -384,3 +386,49 @@ def test_local_tests_never_use_a_default_port() -> None:
     }
     assert len(chosen) == 5
     assert not chosen & {int(v) for k, v in DEFAULTS.items() if k.endswith("_PORT")}
+
+
+_CODE_SERVER = (
+    "import signal, sys, time\n"
+    "if sys.argv[1:2] == ['api']:\n"
+    "    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as an orphaned `dagster api grpc` does\n"
+    "print('ready', flush=True)\n"
+    "time.sleep(120)\n"
+)
+
+
+def _fake_dagster(home: Path, *args: str) -> subprocess.Popen:
+    """A process named like a Dagster code server, with ``home`` as its DAGSTER_HOME."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CODE_SERVER, *args],
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # outside any group `down` knows of, like the real orphans
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_down_stops_dagster_processes_a_killed_dev_left(tmp_path: Path, clean_env: None) -> None:
+    """A SIGKILLed `feedlot dev` leaves its code servers running (one ignores SIGTERM): `down`
+    stops every Dagster process of this stack's DAGSTER_HOME, and none of another stack's."""
+    paths = state_paths(tmp_path / "state").prepare()
+    other = state_paths(tmp_path / "other").prepare()
+    server = _fake_dagster(paths.dagster_home, "dagster", "code-server", "start")
+    grpc = _fake_dagster(paths.dagster_home, "api", "grpc", "dagster")
+    foreign = _fake_dagster(other.dagster_home, "dagster", "code-server", "start")
+    try:
+        stopped = {s.name: s for s in stack.down(paths.root)}
+        assert stopped["dagster"].state == "stopped"
+        assert set(stopped["dagster"].detail.split(", ")) == {str(server.pid), str(grpc.pid)}
+        # Both gone, the one that ignores SIGTERM too (down reaps them: wait() has no status).
+        for proc in (server, grpc):
+            proc.wait(10)
+            assert not psutil.pid_exists(proc.pid)
+        assert foreign.poll() is None  # another stack's Dagster is not ours to stop
+        assert "dagster" not in {s.name for s in stack.down(paths.root)}  # nothing left
+    finally:
+        for proc in (server, grpc, foreign):
+            proc.kill()
+            proc.wait(10)
