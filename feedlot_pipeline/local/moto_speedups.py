@@ -296,6 +296,11 @@ def keep_alive(handler_class: Any) -> Any:
         _body: LimitedStream | None = None
         _socket_file: Any = None
 
+        # A kept-open connection answers in several small writes (status and headers, body;
+        # "100 Continue" first for an S3 PUT): with Nagle's algorithm each waits for the
+        # client's delayed ACK, ~40 ms per request (a closed connection flushed them).
+        disable_nagle_algorithm = True
+
         def _keep(self) -> bool:
             if self.request_version != "HTTP/1.1":
                 return False

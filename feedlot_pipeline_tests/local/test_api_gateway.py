@@ -621,3 +621,22 @@ def test_a_1_mib_body_stays_under_300_mb_and_a_flood_of_records_is_refused(
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
+
+
+def test_health_answers_on_a_kept_open_connection_without_a_delayed_ack(
+    moto_endpoint, api_key
+) -> None:
+    """The local daemons answer in two writes (headers, body): without TCP_NODELAY the body
+    waited for the client's delayed ACK, 40+ ms per request on a kept-open connection."""
+    from feedlot_pipeline_tests.local.test_moto_speedups import (
+        NAGLE_DELAY_SECONDS,
+        median_request_seconds,
+    )
+
+    gw = start_with("echo_handler", api_key)
+    try:
+        with requests.Session() as s:
+            median = median_request_seconds(lambda: s.get(f"{gw.url}/health", timeout=5).json())
+        assert median < NAGLE_DELAY_SECONDS / 2, f"GET /health median {median * 1000:.1f} ms"
+    finally:
+        gw.stop()

@@ -3,7 +3,10 @@ these go through a real moto server (``python -m feedlot_pipeline.local.moto_spe
 
 from __future__ import annotations
 
+import statistics
+import time
 import uuid
+from collections.abc import Callable
 
 import pytest
 from botocore.exceptions import ClientError
@@ -146,3 +149,36 @@ def test_connections_stay_open_and_unread_bodies_are_drained(moto_endpoint: str)
     assert call("GET", f"/{bucket}/k")[:2] == (200, b"hello")  # parsed after the drained body
     assert conn.sock is sock  # one connection throughout
     conn.close()
+
+
+def median_request_seconds(call: Callable[[], object], requests: int = 15) -> float:
+    """Median time of ``requests`` calls made one after another on a kept-open connection."""
+    call()  # the connection is open from here on
+    times = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+# Linux delays an ACK by at least 40 ms: a reply whose second write waits for it takes that long.
+NAGLE_DELAY_SECONDS = 0.040
+
+
+def test_kept_open_connections_answer_without_waiting_for_a_delayed_ack(
+    moto_endpoint: str,
+) -> None:
+    """A PUT and an SQS call on a kept-open connection are answered in a few ms, not in 40+ ms:
+    with Nagle's algorithm on the server's socket, the second write of each reply (the body
+    after the headers; the headers after "100 Continue") waited for the client's delayed ACK."""
+    s3 = client("s3")
+    sqs = client("sqs")
+    bucket = f"nagle-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    queue = sqs.create_queue(QueueName=f"nagle-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+
+    put = median_request_seconds(lambda: s3.put_object(Bucket=bucket, Key="k", Body=b"x" * 500))
+    send = median_request_seconds(lambda: sqs.send_message(QueueUrl=queue, MessageBody="x"))
+    assert put < NAGLE_DELAY_SECONDS / 2, f"PutObject median {put * 1000:.1f} ms"
+    assert send < NAGLE_DELAY_SECONDS / 2, f"SendMessage median {send * 1000:.1f} ms"
