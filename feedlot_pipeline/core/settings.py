@@ -434,6 +434,15 @@ class AnalyticsSettings(_FromEnv):
         description="how often analytics_refresh_sensor looks for partitions loaded since its "
         "last run (one analytics run for all of them, beside the loads)",
     )
+    analytics_refresh_max_duty: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="share of the time the analytics lane may run: after a refresh that took D "
+        "seconds the next starts at least D × (1/share − 1) s after it ended (0.5: it rests as "
+        "long as it ran; 1: back to back). At 1,000 streaming farms a refresh takes about a "
+        "minute of a core, which the loads need more",
+    )
     analytics_refresh_settle_seconds: int = Field(
         10,
         ge=0,

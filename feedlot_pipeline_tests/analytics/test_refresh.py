@@ -63,6 +63,7 @@ def test_loaded_partitions_get_their_analytics_in_one_run(
 ) -> None:
     env = analytics_env
     monkeypatch.setenv("FEEDLOT_ANALYTICS_REFRESH_SETTLE_SECONDS", "0")
+    monkeypatch.setenv("FEEDLOT_ANALYTICS_REFRESH_MAX_DUTY", "1")  # no rest between refreshes
     load_records(
         env,
         [
@@ -129,3 +130,29 @@ def test_no_new_run_while_one_is_in_flight(analytics_env, instance, monkeypatch)
     )
     skipped = tick(instance, env)
     assert skipped.run_requests == [] and "in flight" in skipped.skip_message
+
+
+def test_the_lane_rests_after_a_refresh_as_its_duty_share_says(
+    analytics_env, instance, monkeypatch
+) -> None:
+    """After a refresh of D seconds the next waits D × (1/share − 1) s; the partitions loaded
+    meanwhile wait with the cursor and go in the next refresh."""
+    env = analytics_env
+    monkeypatch.setenv("FEEDLOT_ANALYTICS_REFRESH_SETTLE_SECONDS", "0")
+    monkeypatch.setenv("FEEDLOT_ANALYTICS_REFRESH_MAX_DUTY", "0.001")  # rest 999 × the run
+    load_records(env, [consumo_record(lote="1")])
+    first = tick(instance, env)
+    (request,) = first.run_requests
+    assert run(instance, env, request).success
+    load_records(env, [consumo_record(lote="2")], event_id="e2")
+
+    resting = tick(instance, env, cursor=first.cursor)
+    assert resting.run_requests == []
+    assert "resting" in resting.skip_message and "MAX_DUTY=0.001" in resting.skip_message
+    assert resting.cursor == first.cursor  # unchanged: the new load waits for the next refresh
+
+    monkeypatch.setenv("FEEDLOT_ANALYTICS_REFRESH_MAX_DUTY", "1")
+    (request,) = tick(instance, env, cursor=first.cursor).run_requests
+    assert request.run_config["ops"]["refresh_loaded_partitions"]["config"]["partitions"] == [
+        "fazenda_um/2023-01-01"
+    ]
