@@ -55,6 +55,12 @@ def test_model_matches_the_deployed_settings() -> None:
     assert module.SENSOR_TICK_S.value == int(DEFAULTS["FEEDLOT_SENSOR_INTERVAL_SECONDS"])
     assert module.SENSOR_MAX_NOTICES.value == int(DEFAULTS["FEEDLOT_SENSOR_MAX_NOTICES"])
     assert module.FILE_CHUNK_RECORDS.value == int(DEFAULTS["FEEDLOT_FILEDROP_CHUNK_RECORDS"])
+    # The model's analytics lane refreshes back to back: so does the deployed one (the code
+    # server evaluates the sensors).
+    resources = load_template(TEMPLATE_DIR / "dagster-ecs.yaml")["Resources"]
+    (code_server,) = resources["CodeServerTaskDefinition"]["Properties"]["ContainerDefinitions"]
+    env = {e["Name"]: e.get("Value") for e in code_server["Environment"]}
+    assert env["FEEDLOT_ANALYTICS_REFRESH_MAX_DUTY"] == "1"
     m = module.model()
     assert m["common"]["records_day"] == 10_000_000
     # The stream is bounded by the per-batch container start, not by the load rate.
