@@ -28,6 +28,20 @@ def test_dagster_definitions_validate(tmp_path: Path) -> None:
     assert "Validation successful" in proc.stdout + proc.stderr
 
 
+def test_loading_the_code_location_warns_of_nothing_we_chose_knowingly() -> None:
+    """A run loads the code as a fresh process does: no Beta/Preview warnings for the Dagster
+    features used on purpose (they filled `make dev`'s log, eight lines per run)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import feedlot_pipeline.definitions"],
+        env={k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "BetaWarning" not in proc.stderr and "PreviewWarning" not in proc.stderr, proc.stderr
+
+
 def test_every_warehouse_asset_has_blocking_checks() -> None:
     graph = defs.resolve_asset_graph()
     historico = [
