@@ -13,6 +13,7 @@ import dagster as dg
 from feedlot_pipeline.analytics.outcomes import DESCRIBE_CONSUMO, PartitionAnalytics
 from feedlot_pipeline.ingestion.partitions import DAY_DIMENSION, FARM_DIMENSION
 from feedlot_pipeline.warehouse.checks import CHECK_SPECS, HISTORICO_CONSUMO
+from feedlot_pipeline.warehouse.events import log_check_evaluations, log_materializations
 
 HISTORICO_BLOCKING_CHECKS = tuple(spec.name for spec in CHECK_SPECS if spec.blocking)
 
@@ -84,10 +85,20 @@ def partition_events(
 
 
 def log_partition_events(context: dg.OpExecutionContext, results: list[PartitionAnalytics]) -> None:
-    """Log every partition's events (what a batch run does after ``refresh_partitions``)."""
+    """Log every partition's events (what a batch run does after ``refresh_partitions``): the
+    materializations, then the check evaluations, each as one batch, as the load runs do. One
+    ``log_event`` per event took as long as the refresh itself at 1,000 partitions (8,000
+    events, 40-48 s)."""
+    materializations: list[dg.AssetMaterialization] = []
+    evaluations: list[dg.AssetCheckEvaluation] = []
     for result in results:
         for event in partition_events(result):
-            context.log_event(event)
+            if isinstance(event, dg.AssetMaterialization):
+                materializations.append(event)
+            else:
+                evaluations.append(event)
+    log_materializations(context, materializations)
+    log_check_evaluations(context, evaluations)
 
 
 def blocked_by_checks(instance: dg.DagsterInstance, partition_key: str) -> list[str]:

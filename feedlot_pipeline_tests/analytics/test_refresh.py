@@ -93,10 +93,20 @@ def test_loaded_partitions_get_their_analytics_in_one_run(
     assert result.success
     mats = result.get_asset_materialization_events()
     summaries = {m.partition for m in mats if m.asset_key == dg.AssetKey("consumo_diario")}
-    assert summaries == {
+    partitions = {
         str(dg.MultiPartitionKey({"fazenda": f, "dia": "2023-01-01"}))
         for f in ("fazenda_um", "fazenda_dois")
     }
+    assert summaries == partitions
+    # Logged in batches: 4 materializations and 4 check evaluations per partition, each with
+    # its partition, and every one stored by the instance.
+    assert len(mats) == 4 * 2
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 4 * 2 and {e.partition for e in evaluations} == partitions
+    stored = instance.get_records_for_run(
+        result.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    assert len(stored) == 4 * 2
     with Warehouse(env.warehouse_url) as wh, wh.engine.connect() as conn:
         rows = conn.execute(text("SELECT fazenda, dia FROM consumo_diario ORDER BY 1, 2")).all()
     assert [(f, str(d)) for f, d in rows] == [
