@@ -91,6 +91,13 @@ def connect(warehouse: Warehouse) -> sa.Connection:
         # INSERT … SELECT under REPEATABLE READ would lock the historico_consumo rows it reads
         # until the chunk commits; the loader must not wait on the analytics.
         conn = conn.execution_options(isolation_level="READ COMMITTED")
+    else:
+        # One snapshot for the whole chunk: the rows read for the Parquet file and the checks
+        # and the rows consumo_diario is built from must be the same rows while loads go on.
+        # Under READ COMMITTED each statement saw its own, and a load committing between them
+        # failed consumo_diario_reconciles (661 partitions of one refresh at 100 records/s).
+        # PostgreSQL takes no locks for it; the loader never waits.
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
     return conn
 
 

@@ -243,3 +243,25 @@ def test_unreachable_glue_fails_clearly_and_leaves_the_warehouse(analytics_env, 
     with Warehouse(env.warehouse_url) as wh:
         (result,) = refresh_partitions(wh, env.targets, parts)
     assert result.counts.lots == 3 and result.passed
+
+
+def test_a_load_committed_mid_chunk_is_not_seen_by_the_chunk(analytics_env) -> None:
+    """The rows a chunk reads and the rows it builds consumo_diario from come from one snapshot
+    (PostgreSQL): a load that commits between two statements of the chunk is seen by neither,
+    so the reconciliation check never compares two different sets of rows."""
+    from feedlot_pipeline.analytics.summary import connect
+
+    env = analytics_env
+    load_records(env, [consumo_record(lote="1")])
+    with Warehouse(env.warehouse_url) as wh:
+        conn = connect(wh)
+        try:
+            with conn.begin():
+                count = sa.text("SELECT COUNT(*) FROM historico_consumo")
+                before = conn.execute(count).scalar_one()
+                load_records(env, [consumo_record(lote="2")], event_id="mid-chunk")  # commits
+                assert conn.execute(count).scalar_one() == before
+        finally:
+            conn.close()
+        with wh.engine.connect() as fresh:
+            assert fresh.execute(count).scalar_one() == before + 1
