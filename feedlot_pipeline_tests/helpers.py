@@ -8,11 +8,13 @@ import io
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -770,3 +772,18 @@ def s3_keys(bucket: str, prefix: str = "") -> list[str]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         keys.extend(o["Key"] for o in page.get("Contents", []))
     return sorted(keys)
+
+
+def median_request_seconds(call: Callable[[], object], count: int = 15) -> float:
+    """Median time of ``count`` calls made one after another on a kept-open connection."""
+    call()  # the connection is open from here on
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+# Linux delays an ACK by at least 40 ms: a reply whose second write waits for it takes that long.
+NAGLE_DELAY_SECONDS = 0.040

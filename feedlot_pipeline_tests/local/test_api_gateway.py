@@ -628,10 +628,7 @@ def test_health_answers_on_a_kept_open_connection_without_a_delayed_ack(
 ) -> None:
     """The local daemons answer in two writes (headers, body): without TCP_NODELAY the body
     waited for the client's delayed ACK, 40+ ms per request on a kept-open connection."""
-    from feedlot_pipeline_tests.local.test_moto_speedups import (
-        NAGLE_DELAY_SECONDS,
-        median_request_seconds,
-    )
+    from feedlot_pipeline_tests.helpers import NAGLE_DELAY_SECONDS, median_request_seconds
 
     gw = start_with("echo_handler", api_key)
     try:

@@ -3,15 +3,13 @@ these go through a real moto server (``python -m feedlot_pipeline.local.moto_spe
 
 from __future__ import annotations
 
-import statistics
-import time
 import uuid
-from collections.abc import Callable
 
 import pytest
 from botocore.exceptions import ClientError
 
 from feedlot_pipeline.core.aws import client
+from feedlot_pipeline_tests.helpers import NAGLE_DELAY_SECONDS, median_request_seconds
 
 
 @pytest.fixture()
@@ -149,21 +147,6 @@ def test_connections_stay_open_and_unread_bodies_are_drained(moto_endpoint: str)
     assert call("GET", f"/{bucket}/k")[:2] == (200, b"hello")  # parsed after the drained body
     assert conn.sock is sock  # one connection throughout
     conn.close()
-
-
-def median_request_seconds(call: Callable[[], object], requests: int = 15) -> float:
-    """Median time of ``requests`` calls made one after another on a kept-open connection."""
-    call()  # the connection is open from here on
-    times = []
-    for _ in range(requests):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
-# Linux delays an ACK by at least 40 ms: a reply whose second write waits for it takes that long.
-NAGLE_DELAY_SECONDS = 0.040
 
 
 def test_kept_open_connections_answer_without_waiting_for_a_delayed_ack(
