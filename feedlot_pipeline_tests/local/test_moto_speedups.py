@@ -165,3 +165,89 @@ def test_kept_open_connections_answer_without_waiting_for_a_delayed_ack(
     send = median_request_seconds(lambda: sqs.send_message(QueueUrl=queue, MessageBody="x"))
     assert put < NAGLE_DELAY_SECONDS / 2, f"PutObject median {put * 1000:.1f} ms"
     assert send < NAGLE_DELAY_SECONDS / 2, f"SendMessage median {send * 1000:.1f} ms"
+
+
+def test_messages_sent_while_others_are_deleted_are_never_lost(moto_endpoint: str) -> None:
+    """SendMessage racing DeleteMessage on one queue: every message sent is received.
+
+    moto's delete (and our first receipt-index one) rebuilt the message list outside the lock its
+    send appends under; a message sent meanwhile vanished. Against that code this lost 2–4 % of
+    the messages sent during the deletes (30–70 of 1,600 in trials).
+    """
+    import threading
+
+    sqs = client("sqs")
+    url = sqs.create_queue(QueueName=f"race-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    # A backlog of delayed messages stays in the queue's list all along (no one receives them):
+    # every delete's pass over the list is long, and the race likely.
+    backlog = 4000
+    for start in range(0, backlog, 10):
+        sqs.send_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "MessageBody": f"b{start + i}", "DelaySeconds": 900}
+                for i in range(10)
+            ],
+        )
+    sent: set[str] = set()
+    seen: set[str] = set()
+    lock = threading.Lock()
+    sending_done = threading.Event()
+    errors: list[BaseException] = []
+
+    def guarded(work):
+        def run() -> None:
+            try:
+                work()
+            except BaseException as err:  # noqa: BLE001 - reported by the test below
+                errors.append(err)
+
+        return run
+
+    def sender(n: int) -> None:
+        own = client("sqs")
+        for start in range(0, 400, 10):
+            bodies = [f"s{n}-{start + i}" for i in range(10)]
+            with lock:
+                sent.update(bodies)
+            own.send_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies)],
+            )
+
+    def consumer() -> None:
+        own = client("sqs")
+        while True:
+            got = own.receive_message(
+                QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=600
+            ).get("Messages", [])
+            if not got:
+                if sending_done.is_set():
+                    return
+                continue
+            with lock:
+                seen.update(m["Body"] for m in got)
+            own.delete_message_batch(
+                QueueUrl=url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)
+                ],
+            )
+
+    senders = [threading.Thread(target=guarded(lambda n=n: sender(n))) for n in range(4)]
+    consumers = [threading.Thread(target=guarded(consumer)) for _ in range(3)]
+    for t in senders + consumers:
+        t.start()
+    for t in senders:
+        t.join()
+    sending_done.set()
+    for t in consumers:
+        t.join()
+    assert errors == []
+    assert len(sent) == 1600
+    assert sorted(sent - seen) == []
+    assert _counts(url) == (0, 0)
+    delayed = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
+    )["Attributes"]["ApproximateNumberOfMessagesDelayed"]
+    assert int(delayed) == backlog
