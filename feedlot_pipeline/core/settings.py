@@ -122,6 +122,12 @@ class Settings(_FromEnv):
     sweep_lookback_days: int = Field(
         2, ge=0, description="days before today that lake_sweep_sensor lists (plus tomorrow)"
     )
+    sweep_budget_seconds: float = Field(
+        20.0,
+        gt=0,
+        description="listing time of one lake_sweep_sensor tick; a pass over more farms than "
+        "that lists goes on at the next tick (30 s later), far below Dagster's 60 s deadline",
+    )
     sweep_min_age_seconds: int = Field(
         120,
         ge=0,

@@ -14,7 +14,7 @@ from typing import Any
 import dagster as dg
 
 from feedlot_pipeline.core.aws import client, queue_url
-from feedlot_pipeline.core.lake import partition_prefix
+from feedlot_pipeline.core.lake import RAW_PREFIX, check_farm, parse_raw_key, partition_prefix
 from feedlot_pipeline.ingestion.queue_sensor import QueueTick
 
 
@@ -53,6 +53,27 @@ class LakeResource(dg.ConfigurableResource):
             for item in page.get("Contents", []):
                 found.append(RawObject(item["Key"], item["Size"], item["LastModified"]))
         return sorted(found, key=lambda o: (o.last_modified, o.key))
+
+    def farm_objects(self, fazenda: str, first: date, last: date) -> list[RawObject]:
+        """Raw objects of one farm's days ``first``..``last`` in one listing (not one per day):
+        keys sort by day under the farm's prefix, so the listing starts at ``first`` and stops
+        after ``last``."""
+        s3 = client("s3")
+        prefix = f"{RAW_PREFIX}/{check_farm(fazenda)}/"
+        found: list[RawObject] = []
+        pages = s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix, StartAfter=f"{prefix}{first:%Y/%m/%d}"
+        )
+        for page in pages:
+            for item in page.get("Contents", []):
+                try:
+                    dia = parse_raw_key(item["Key"])[1]
+                except ValueError:
+                    continue  # not in the raw layout (a stray upload): no partition to load into
+                if dia > last:
+                    return found
+                found.append(RawObject(item["Key"], item["Size"], item["LastModified"]))
+        return found
 
     def iter_lines(self, key: str) -> Iterator[bytes]:
         """Stream an object's non-empty lines without holding it in memory."""

@@ -134,7 +134,100 @@ def test_the_sweep_loads_what_no_notice_brought(aws, warehouse_url, instance, mo
     assert request.tags["feedlot/trigger"] == "lake_sweep_sensor"
     assert run_batch(instance, settings, warehouse_url, request.run_config).success
     after = evaluate()
-    assert after.run_requests == [] and "is loaded" in str(after.skip_message)
+    assert after.run_requests == [] and "all loaded" in str(after.skip_message)
+
+
+def test_the_sweep_spreads_a_pass_over_ticks_within_its_budget(
+    aws, warehouse_url, instance, monkeypatch
+) -> None:
+    """With more farms than a tick's budget lists, the pass goes on where the last tick stopped,
+    finds what lies beyond the first tick, and a new pass waits the sweep interval."""
+    from datetime import datetime, timedelta, timezone
+
+    from feedlot_pipeline.ingestion.landing import land_records
+    from feedlot_pipeline.warehouse.definitions import definitions
+    from feedlot_pipeline.warehouse.sensors import SweepCursor, sweep_farms
+
+    settings, _ = aws
+    now = datetime.now(timezone.utc)
+    today = now.date()
+    clients = {f"C{i}": f"fazenda_{i}" for i in range(5)}
+    client_map.publish(settings.lake_bucket, clients)
+    instance.add_dynamic_partitions(farms_partitions.name, sorted(clients.values()))
+    # fazenda_3 has objects two days apart (one listing covers both) and one beyond the days swept
+    for event, code, day in (
+        ("e1", "C3", today),
+        ("e2", "C3", today - timedelta(days=2)),
+        ("e3", "C3", today - timedelta(days=5)),
+    ):
+        land_records(
+            [record(code, day=day.isoformat(), lote=event)],
+            source="sns",
+            event_id=event,
+            clients=clients,
+            settings=settings,
+        )
+    lake = LakeResource(bucket=settings.lake_bucket)
+    days = [today + timedelta(days=d) for d in range(-2, 2)]
+    ticks = iter(range(1000))
+
+    def clock() -> float:  # every farm listed costs one second
+        return float(next(ticks))
+
+    with WarehouseResource(url=warehouse_url).open() as wh:
+        passes, after = [], None
+        while True:
+            swept = sweep_farms(
+                lake,
+                wh,
+                sorted(clients.values()),
+                days,
+                min_age_seconds=0,
+                now=now,
+                after=after,
+                budget_seconds=2,
+                clock=clock,
+            )
+            passes.append(swept)
+            after = swept.after
+            if after is None:
+                break
+    assert [p.farms for p in passes] == [
+        ["fazenda_0", "fazenda_1"],
+        ["fazenda_2", "fazenda_3"],
+        ["fazenda_4"],
+    ]
+    assert [p.after for p in passes] == ["fazenda_1", "fazenda_3", None]
+    (found,) = [p.found for p in passes if p.found]
+    assert sorted(found) == [
+        f"{(today - timedelta(days=2)).isoformat()}|fazenda_3",
+        f"{today.isoformat()}|fazenda_3",
+    ]
+
+    # The sensor keeps the pass in its cursor, tick after tick.
+    monkeypatch.setenv("FEEDLOT_SWEEP_MIN_AGE_SECONDS", "0")
+    monkeypatch.setenv("FEEDLOT_SWEEP_BUDGET_SECONDS", "0.000001")  # one farm per tick
+    resources = {
+        "lake": lake,
+        "warehouse": WarehouseResource(url=warehouse_url),
+        "sensor_queue": SensorQueueResource(queue=settings.sensor_queue, dlq=settings.sensor_dlq),
+    }
+    defs = dg.Definitions.merge(definitions(), dg.Definitions(resources=resources))
+    sweep = defs.resolve_sensor_def("lake_sweep_sensor")
+    cursor, results = None, []
+    for _ in range(6):
+        context = dg.build_sensor_context(
+            instance=instance, resources=resources, definitions=defs, cursor=cursor
+        )
+        results.append(sweep.evaluate_tick(context))
+        cursor = results[-1].cursor
+    assert [bool(r.run_requests) for r in results] == [False, False, False, True, False, False]
+    (request,) = results[3].run_requests
+    objects = request.run_config["ops"]["load_noticed_objects"]["config"]["objects"]
+    assert sum(len(keys) for keys in objects.values()) == 2
+    assert "pass complete" in str(results[4].skip_message)
+    assert "next starts" in str(results[5].skip_message)
+    assert SweepCursor.parse(cursor).after is None
 
 
 def test_a_noticed_object_that_is_gone_is_parked_by_the_run_and_redrives(
