@@ -16,6 +16,7 @@ left out (and named in the log); it is refreshed after a load that passes.
 """
 
 import json
+import os
 import time
 from datetime import date, datetime, timedelta, timezone
 
@@ -66,6 +67,7 @@ def refresh_loaded_partitions(
     analytics: AnalyticsResource,
 ) -> None:
     started = time.monotonic()
+    niceness = yield_the_cpu(AnalyticsSettings().analytics_refresh_nice)
     parts = config.pairs()
     blocked = {
         (f, d): failed
@@ -77,7 +79,9 @@ def refresh_loaded_partitions(
         context.log.warning(
             f"{fazenda} {dia}: left out, historico_consumo failed {', '.join(failed)}"
         )
-    context.log.info(f"refreshing {len(todo)} partition(s) ({len(blocked)} left out)")
+    context.log.info(
+        f"refreshing {len(todo)} partition(s) ({len(blocked)} left out), at niceness {niceness}"
+    )
     with retried_when_transient(context), warehouse.open() as wh:
         results = refresh_partitions(wh, analytics.targets(), todo, run_id=context.run_id)
     refreshed = time.monotonic()
@@ -91,6 +95,21 @@ def refresh_loaded_partitions(
     buffer = MetricsBuffer()
     buffer.add("SummaryDuration", refreshed - started, Job=context.job_name)
     buffer.flush()
+
+
+def yield_the_cpu(increment: int) -> int:
+    """Lower this run's CPU priority by ``increment`` (Unix niceness); the niceness it now has.
+
+    A refresh of 1,000 partitions takes 25–70 s of a core; on a 2-core machine that also runs the
+    loads, moto and the Lambda bridge, it took the core the loads needed (event → row p95 64–78 s
+    at 100 records/s, 25 s with the lane off). At a lower priority it runs on what they leave.
+    """
+    if increment <= 0 or not hasattr(os, "nice"):
+        return os.nice(0) if hasattr(os, "nice") else 0
+    try:
+        return os.nice(increment)
+    except OSError:  # not allowed here: run at the priority we have
+        return os.nice(0)
 
 
 @dg.job(

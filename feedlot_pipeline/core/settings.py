@@ -449,6 +449,14 @@ class AnalyticsSettings(_FromEnv):
         "long as it ran; 1: back to back). At 1,000 streaming farms a refresh takes about a "
         "minute of a core, which the loads need more",
     )
+    analytics_refresh_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="niceness an analytics refresh run adds to its process (0: none), so on a "
+        "machine it shares with the loads, moto and the Lambda bridge it takes the CPU they "
+        "leave; on ECS each run is a task of its own and it changes nothing",
+    )
     analytics_refresh_settle_seconds: int = Field(
         10,
         ge=0,

@@ -33,6 +33,12 @@ def instance():
         yield inst
 
 
+@pytest.fixture(autouse=True)
+def _full_priority(monkeypatch) -> None:
+    """These runs execute in the test's own process: niced, they would slow the worker for good."""
+    monkeypatch.setenv("FEEDLOT_ANALYTICS_REFRESH_NICE", "0")
+
+
 def tick(instance, env, cursor=None) -> dg.SensorResult:
     sensor = build_analytics_refresh_sensor()
     context = dg.build_sensor_context(
@@ -166,3 +172,28 @@ def test_the_lane_rests_after_a_refresh_as_its_duty_share_says(
     assert request.run_config["ops"]["refresh_loaded_partitions"]["config"]["partitions"] == [
         "fazenda_um/2023-01-01"
     ]
+
+
+@pytest.mark.parametrize(("setting", "added"), [(None, 10), ("0", 0), ("3", 3)])
+def test_a_refresh_run_lowers_its_own_cpu_priority(setting, added) -> None:
+    """A refresh run's process yields the CPU to the loads (niceness + 10 unless configured);
+    run in a process of its own, as Dagster launches runs, since niceness never goes back."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "FEEDLOT_ANALYTICS_REFRESH_NICE"}
+    if setting is not None:
+        env["FEEDLOT_ANALYTICS_REFRESH_NICE"] = setting
+    code = (
+        "import os; from feedlot_pipeline.analytics.refresh import yield_the_cpu; "
+        "from feedlot_pipeline.core.settings import AnalyticsSettings; "
+        "before = os.nice(0); "
+        "after = yield_the_cpu(AnalyticsSettings().analytics_refresh_nice); "
+        "print(before, after, os.nice(0))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
+    before, after, now = map(int, out)
+    assert after == now == min(before + added, 19)
