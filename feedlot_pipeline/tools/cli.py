@@ -69,6 +69,21 @@ class LazyGroup(click.Group):
         module, attr = target.split(":")
         return getattr(importlib.import_module(module), attr)
 
+    def invoke(self, ctx: click.Context) -> object:
+        """Every command, with a missing AWS credential turned into what to do about it."""
+        try:
+            return super().invoke(ctx)
+        except Exception as err:
+            from botocore.exceptions import NoCredentialsError  # only when something failed
+
+            if isinstance(err, NoCredentialsError):
+                raise click.ClickException(
+                    f'{err}. For the local stack run `eval "$(feedlot local env)"` (or '
+                    "`set -a; . .feedlot/env; set +a`) in this shell first; for AWS, configure "
+                    "credentials (AWS_PROFILE, an instance role, …)."
+                ) from None
+            raise
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
             formatter.write_dl([(name, HELP[name]) for name in self.list_commands(ctx)])

@@ -216,3 +216,33 @@ def test_reland_lands_a_failed_lambda_event_once_and_leaves_other_documents(
 
     out = run("reland", "--all")
     assert "0 landed, 0 failed, 1 other document(s) left in place" in out.output
+
+
+def test_no_aws_credentials_is_a_clear_error_with_what_to_do(tmp_path) -> None:
+    """Without the local stack's variables (or AWS credentials) a command says how to get them,
+    instead of a botocore traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "FEEDLOT_")) and k != "DAGSTER_HOME"
+    }
+    env.update(
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL="http://127.0.0.1:9",  # never reached: signing fails first
+    )
+    feedlot = Path(sys.executable).with_name("feedlot")
+    done = subprocess.run(
+        [str(feedlot), "dlq", "list"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    assert "Unable to locate credentials" in done.stderr
+    assert 'eval "$(feedlot local env)"' in done.stderr
+    assert "Traceback" not in done.stderr
