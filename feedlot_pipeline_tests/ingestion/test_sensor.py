@@ -106,8 +106,7 @@ def test_one_batch_queues_behind_the_running_one_and_the_rest_wait(aws, serial_i
     (queued,) = second.run_requests
     assert list(objects_of(queued)) == ["2023-01-01|fazenda_um"]
     assert all("m2" in key for keys in objects_of(queued).values() for key in keys)
-    # created, not launched yet (what the queue holds; QUEUED itself needs a code origin here)
-    record_tick(instance, second, status=dg.DagsterRunStatus.NOT_STARTED)
+    record_tick(instance, second, status=dg.DagsterRunStatus.QUEUED)
 
     land(settings, "m3", [record(lote="3")])
     waiting = tick(instance, settings, second.cursor)
@@ -115,7 +114,7 @@ def test_one_batch_queues_behind_the_running_one_and_the_rest_wait(aws, serial_i
     assert "queued and not started" in str(waiting.skip_message)
     assert queue_depth(prov.queue_url) == 1  # m1 and m2 acknowledged, m3 waits in the queue
     runs = instance.get_run_records(
-        dg.RunsFilter(job_name=ingest_batch_job.name, statuses=[dg.DagsterRunStatus.NOT_STARTED])
+        dg.RunsFilter(job_name=ingest_batch_job.name, statuses=[dg.DagsterRunStatus.QUEUED])
     )
     instance.report_run_canceled(runs[0].dagster_run)
     (after,) = tick(instance, settings, waiting.cursor).run_requests
