@@ -4,13 +4,9 @@
 Per tick (the protocol of ``queue_sensor``):
 
 1. acknowledge the notices whose batch run an earlier tick recorded;
-2. if a batch run is already waiting to start (queued behind the one running), stop here:
-   notices wait in the queue and the next run takes them all, so the number of runs follows the
-   time a run takes, not the number of farms or days touched. One run may wait while another
-   runs (the ``feedlot/lane=stream`` limit of 1 keeps them one after the other): the next batch
-   is requested, queued and ready while the current one loads, instead of after it (a sensor
-   tick, the queue's dequeue and the run's process start: ~10–14 s per cycle on 2 busy cores).
-   Without that limit in the instance's run queue, it waits for the running one too;
+2. if a batch run is still queued or running, stop here: notices wait in the queue and the next
+   run takes them all, so the number of runs follows the time a run takes, not the number of
+   farms or days touched;
 3. drain a bounded batch and verify every notice: a valid contract, the lake bucket, a day that
    has a partition, a farm in ``clientes`` (the published client map) or already registered, and
    an object key under the partition it claims. Anything else goes to the dead-letter queue with
@@ -56,7 +52,6 @@ IN_FLIGHT = (
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
 )
-WAITING = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED)  # not launched yet
 
 
 def run_recorded(instance: dg.DagsterInstance, run_key: str) -> bool:
@@ -64,30 +59,12 @@ def run_recorded(instance: dg.DagsterInstance, run_key: str) -> bool:
     return bool(instance.get_run_records(dg.RunsFilter(tags={RUN_KEY_TAG: run_key}), limit=1))
 
 
-def batch_in_flight(
-    instance: dg.DagsterInstance, job_name: str, statuses: tuple = IN_FLIGHT
-) -> str | None:
-    """The id of a streaming batch run in one of ``statuses`` (queued or running), if any."""
+def batch_in_flight(instance: dg.DagsterInstance, job_name: str) -> str | None:
+    """The id of a streaming batch run that is queued or running, if there is one."""
     records = instance.get_run_records(
-        dg.RunsFilter(job_name=job_name, statuses=list(statuses)), limit=1
+        dg.RunsFilter(job_name=job_name, statuses=list(IN_FLIGHT)), limit=1
     )
     return records[0].dagster_run.run_id if records else None
-
-
-def stream_lane_serialized(instance: dg.DagsterInstance) -> bool:
-    """Whether the instance's run queue starts one ``feedlot/lane=stream`` run at a time (the
-    local stack's and deploy/'s dagster.yaml): only then may a batch wait behind a running one;
-    elsewhere (no limit) it would run beside it, so the sensor waits for the running one."""
-    try:
-        queue = instance.get_concurrency_config().run_queue_config
-    except Exception:  # noqa: BLE001 - an instance without a run queue
-        return False
-    for limit in (queue.tag_concurrency_limits if queue else None) or []:
-        value = limit.get("value")
-        per_value = isinstance(value, dict) and value.get("applyLimitPerUniqueValue")
-        if limit.get("key") == LANE_TAG and (value == STREAM_LANE or per_value):
-            return int(limit.get("limit", 2)) <= 1
-    return False
 
 
 def batch_run_key(keys: Iterable[str]) -> str:
@@ -218,18 +195,11 @@ def build_consumption_events_sensor(job: Any) -> dg.SensorDefinition:
         instance = context.instance
         tick = sensor_queue.tick(context.cursor, STAGE, max_messages=settings.sensor_max_notices)
         tick.acknowledge(lambda run_key: run_recorded(instance, run_key))
-        queued_behind = stream_lane_serialized(instance)
-        waiting = batch_in_flight(instance, job.name, WAITING if queued_behind else IN_FLIGHT)
-        if waiting is not None:
+        running = batch_in_flight(instance, job.name)
+        if running is not None:
             return dg.SensorResult(
                 cursor=tick.next_cursor(),
-                skip_reason=(
-                    f"batch run {waiting} is queued and not started yet; notices wait for the "
-                    "run after it"
-                    if queued_behind
-                    else f"batch run {waiting} is still queued or running (no feedlot/lane=stream "
-                    "limit of 1 in this instance's run queue); notices wait"
-                ),
+                skip_reason=f"batch run {running} is still queued or running; notices wait",
             )
         farms = client_farms(lake)
         if farms is None:

@@ -9,18 +9,12 @@ from __future__ import annotations
 import json
 
 import dagster as dg
-import pytest
 from dagster._core.test_utils import create_run_for_test
 
 from feedlot_pipeline.core import client_map
 from feedlot_pipeline.core.aws import client
 from feedlot_pipeline.ingestion.partitions import farms_partitions
-from feedlot_pipeline.ingestion.sensors import (
-    LANE_TAG,
-    RUN_KEY_TAG,
-    STREAM_LANE,
-    stream_lane_serialized,
-)
+from feedlot_pipeline.ingestion.sensors import LANE_TAG, RUN_KEY_TAG, STREAM_LANE
 from feedlot_pipeline.warehouse.jobs import ingest_batch_job
 from feedlot_pipeline_tests.helpers import CLIENTS, land, queue_depth, record, tick
 
@@ -77,53 +71,7 @@ def test_one_batch_run_for_every_noticed_partition(aws, instance) -> None:
     assert queue_depth(prov.queue_url) == 0
 
 
-SERIAL_STREAM = {
-    "concurrency": {
-        "runs": {"tag_concurrency_limits": [{"key": LANE_TAG, "value": STREAM_LANE, "limit": 1}]}
-    }
-}
-
-
-@pytest.fixture()
-def serial_instance():
-    """An instance whose run queue starts one stream-lane run at a time, as the stack's."""
-    with dg.instance_for_test(overrides=SERIAL_STREAM) as inst:
-        yield inst
-
-
-def test_one_batch_queues_behind_the_running_one_and_the_rest_wait(aws, serial_instance) -> None:
-    """While a batch runs, the next is requested (queued behind it on the stream lane); while
-    that one has not started, new notices wait in the queue for the run after it."""
-    instance = serial_instance
-    assert stream_lane_serialized(instance)
-    settings, prov = aws
-    published(settings)
-    land(settings, "m1", [record()])
-    first = tick(instance, settings)
-    record_tick(instance, first, status=dg.DagsterRunStatus.STARTED)  # running
-    land(settings, "m2", [record(lote="2")])
-    second = tick(instance, settings, first.cursor)
-    (queued,) = second.run_requests
-    assert list(objects_of(queued)) == ["2023-01-01|fazenda_um"]
-    assert all("m2" in key for keys in objects_of(queued).values() for key in keys)
-    record_tick(instance, second, status=dg.DagsterRunStatus.QUEUED)
-
-    land(settings, "m3", [record(lote="3")])
-    waiting = tick(instance, settings, second.cursor)
-    assert waiting.run_requests == []
-    assert "queued and not started" in str(waiting.skip_message)
-    assert queue_depth(prov.queue_url) == 1  # m1 and m2 acknowledged, m3 waits in the queue
-    runs = instance.get_run_records(
-        dg.RunsFilter(job_name=ingest_batch_job.name, statuses=[dg.DagsterRunStatus.QUEUED])
-    )
-    instance.report_run_canceled(runs[0].dagster_run)
-    (after,) = tick(instance, settings, waiting.cursor).run_requests
-    assert all("m3" in key for keys in objects_of(after).values() for key in keys)
-
-
-def test_without_a_stream_lane_limit_notices_wait_for_the_running_batch(aws, instance) -> None:
-    """An instance whose queue would start a second batch beside the first: the sensor waits."""
-    assert not stream_lane_serialized(instance)
+def test_notices_wait_while_a_batch_is_in_flight(aws, instance) -> None:
     settings, prov = aws
     published(settings)
     land(settings, "m1", [record()])
@@ -133,6 +81,11 @@ def test_without_a_stream_lane_limit_notices_wait_for_the_running_batch(aws, ins
     waiting = tick(instance, settings, first.cursor)
     assert waiting.run_requests == [] and "still queued or running" in str(waiting.skip_message)
     assert queue_depth(prov.queue_url) == 1  # m1 acknowledged, m2 waits in the queue
+    (run,) = instance.get_run_records(dg.RunsFilter(job_name=ingest_batch_job.name))
+    instance.report_run_canceled(run.dagster_run)
+    after = tick(instance, settings, waiting.cursor)
+    (request,) = after.run_requests
+    assert list(objects_of(request)) == ["2023-01-01|fazenda_um"]
 
 
 def test_a_redelivered_notice_requests_the_same_run_again(aws, instance) -> None:
