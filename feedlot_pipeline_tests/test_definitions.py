@@ -42,6 +42,31 @@ def test_loading_the_code_location_warns_of_nothing_we_chose_knowingly() -> None
     assert "BetaWarning" not in proc.stderr and "PreviewWarning" not in proc.stderr, proc.stderr
 
 
+def test_the_code_uses_no_api_dagster_deprecates() -> None:
+    """With every warning shown, loading the code location names no deprecated Dagster API of
+    ours (define_asset_job's partitions_def was one: inferred from the assets since 1.x)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "always::DeprecationWarning",
+            "-c",
+            "import feedlot_pipeline.definitions",
+        ],
+        env={k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    ours = [
+        line
+        for line in proc.stderr.splitlines()
+        if "feedlot_pipeline" in line and "Deprecat" in line
+    ]
+    assert ours == [], proc.stderr
+
+
 def test_every_warehouse_asset_has_blocking_checks() -> None:
     graph = defs.resolve_asset_graph()
     historico = [

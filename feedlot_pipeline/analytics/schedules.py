@@ -22,28 +22,24 @@ from feedlot_pipeline.analytics.assets import (
     MONTH_DIMENSION,
     MONTHLY_ASSETS,
     REPORT_ASSETS,
-    farm_month_partitions,
 )
 from feedlot_pipeline.analytics.checks import CROSS_FARM_CHECKS
 from feedlot_pipeline.core.records import UNROUTED_FARM
 from feedlot_pipeline.core.settings import AnalyticsSettings
 from feedlot_pipeline.ingestion.partitions import (
     farm_day_key,
-    farm_day_partitions,
     farms_partitions,
 )
 
 analytics_monthly_job = dg.define_asset_job(
     name="analytics_monthly_job",
     selection=dg.AssetSelection.assets(*MONTHLY_ASSETS),
-    partitions_def=farm_month_partitions,
     executor_def=dg.in_process_executor,
     description="Monthly describe CSV and monthly farm report of one farm × month.",
 )
 farm_report_job = dg.define_asset_job(
     name="farm_report_job",
     selection=dg.AssetSelection.assets(*REPORT_ASSETS),
-    partitions_def=farm_day_partitions,
     executor_def=dg.in_process_executor,
     description="The farm report (HTML) of one farm × day.",
 )

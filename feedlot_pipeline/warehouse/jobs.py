@@ -19,7 +19,7 @@ import dagster as dg
 from feedlot_pipeline.core.records import get_rule
 from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.ingestion.batches import BATCH_OP, NoticedObjects
-from feedlot_pipeline.ingestion.partitions import farm_day_partitions, split_key
+from feedlot_pipeline.ingestion.partitions import split_key
 from feedlot_pipeline.ingestion.queue_sensor import park_gone_objects
 from feedlot_pipeline.ingestion.resources import LakeResource, SensorQueueResource
 from feedlot_pipeline.ingestion.sensors import LANE_TAG, STREAM_LANE
@@ -38,7 +38,6 @@ from feedlot_pipeline.warehouse.resources import WarehouseResource
 ingest_consumption_job = dg.define_asset_job(
     name="ingest_consumption_job",
     selection=dg.AssetSelection.assets(historico_consumo),
-    partitions_def=farm_day_partitions,
     executor_def=dg.in_process_executor,
     description="Rebuild one farm × day partition of historico_consumo from its raw objects.",
 )
