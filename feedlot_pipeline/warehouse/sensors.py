@@ -198,7 +198,9 @@ def build_lake_sweep_sensor(job: dg.JobDefinition) -> dg.SensorDefinition:
             cursor=cursor.to_json(),
             run_requests=[
                 dg.RunRequest(
-                    run_key=batch_run_key(keys),
+                    # once per pass: a run of the same objects that failed is asked again by the
+                    # next pass (the same key would be skipped by Dagster for ever)
+                    run_key=f"{batch_run_key(keys)}-pass{cursor.pass_started * 1000:.0f}",
                     run_config=batch_run_config(swept.found),
                     tags={
                         LANE_TAG: STREAM_LANE,

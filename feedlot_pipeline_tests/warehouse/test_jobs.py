@@ -229,6 +229,20 @@ def test_the_sweep_spreads_a_pass_over_ticks_within_its_budget(
     assert "next starts" in str(results[5].skip_message)
     assert SweepCursor.parse(cursor).after is None
 
+    # The next pass (its interval over) asks again for what is still unloaded, under a new run
+    # key: a run of those objects that failed is not skipped by Dagster as already requested.
+    cursor = SweepCursor(None, SweepCursor.parse(cursor).pass_started - 3600).to_json()
+    again = []
+    for _ in range(5):
+        context = dg.build_sensor_context(
+            instance=instance, resources=resources, definitions=defs, cursor=cursor
+        )
+        again.append(sweep.evaluate_tick(context))
+        cursor = again[-1].cursor
+    (second,) = [r for result in again for r in result.run_requests]
+    assert second.run_config == request.run_config
+    assert second.run_key != request.run_key
+
 
 def test_a_noticed_object_that_is_gone_is_parked_by_the_run_and_redrives(
     aws, warehouse_url, instance
