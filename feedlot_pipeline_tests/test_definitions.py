@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from feedlot_pipeline.definitions import defs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,24 +30,11 @@ def test_dagster_definitions_validate(tmp_path: Path) -> None:
     assert "Validation successful" in proc.stdout + proc.stderr
 
 
-def test_loading_the_code_location_warns_of_nothing_we_chose_knowingly() -> None:
-    """A run loads the code as a fresh process does: no Beta/Preview warnings for the Dagster
-    features used on purpose (they filled `make dev`'s log, eight lines per run)."""
-    proc = subprocess.run(
-        [sys.executable, "-c", "import feedlot_pipeline.definitions"],
-        env={k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert "BetaWarning" not in proc.stderr and "PreviewWarning" not in proc.stderr, proc.stderr
-
-
-def test_the_code_uses_no_api_dagster_deprecates() -> None:
-    """With every warning shown, loading the code location names no deprecated Dagster API of
-    ours (define_asset_job's partitions_def was one: inferred from the assets since 1.x)."""
-    proc = subprocess.run(
+@pytest.fixture(scope="module")
+def fresh_load() -> subprocess.CompletedProcess:
+    """The code location imported by a fresh process, as a run loads it, with every
+    DeprecationWarning shown (one import, ~2.5 s, for the two tests below)."""
+    return subprocess.run(
         [
             sys.executable,
             "-W",
@@ -58,6 +47,20 @@ def test_the_code_uses_no_api_dagster_deprecates() -> None:
         text=True,
         timeout=120,
     )
+
+
+def test_loading_the_code_location_warns_of_nothing_we_chose_knowingly(fresh_load) -> None:
+    """A run loads the code as a fresh process does: no Beta/Preview warnings for the Dagster
+    features used on purpose (they filled `make dev`'s log, eight lines per run)."""
+    proc = fresh_load
+    assert proc.returncode == 0, proc.stderr
+    assert "BetaWarning" not in proc.stderr and "PreviewWarning" not in proc.stderr, proc.stderr
+
+
+def test_the_code_uses_no_api_dagster_deprecates(fresh_load) -> None:
+    """With every warning shown, loading the code location names no deprecated Dagster API of
+    ours (define_asset_job's partitions_def was one: inferred from the assets since 1.x)."""
+    proc = fresh_load
     assert proc.returncode == 0, proc.stderr
     ours = [
         line

@@ -43,36 +43,36 @@ class LakeResource(dg.ConfigurableResource):
 
     bucket: str
 
-    def partition_objects(self, fazenda: str, dia: date) -> list[RawObject]:
-        """Raw objects of one partition, oldest landing first."""
-        s3 = client("s3")
-        found: list[RawObject] = []
-        for page in s3.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=partition_prefix(fazenda, dia)
-        ):
-            for item in page.get("Contents", []):
-                found.append(RawObject(item["Key"], item["Size"], item["LastModified"]))
-        return sorted(found, key=lambda o: (o.last_modified, o.key))
-
-    def farm_objects(self, fazenda: str, first: date, last: date) -> list[RawObject]:
-        """Raw objects of one farm's days ``first``..``last`` in one listing (not one per day):
-        keys sort by day under the farm's prefix, so the listing starts at ``first`` and stops
-        after ``last``."""
-        s3 = client("s3")
-        prefix = f"{RAW_PREFIX}/{check_farm(fazenda)}/"
-        found: list[RawObject] = []
-        pages = s3.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=prefix, StartAfter=f"{prefix}{first:%Y/%m/%d}"
+    def _listed(self, prefix: str, start_after: str = "") -> Iterator[RawObject]:
+        """The objects under ``prefix`` (after ``start_after``) in key order, page by page."""
+        pages = (
+            client("s3")
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=self.bucket, Prefix=prefix, StartAfter=start_after)
         )
         for page in pages:
             for item in page.get("Contents", []):
-                try:
-                    dia = parse_raw_key(item["Key"])[1]
-                except ValueError:
-                    continue  # not in the raw layout (a stray upload): no partition to load into
-                if dia > last:
-                    return found
-                found.append(RawObject(item["Key"], item["Size"], item["LastModified"]))
+                yield RawObject(item["Key"], item["Size"], item["LastModified"])
+
+    def partition_objects(self, fazenda: str, dia: date) -> list[RawObject]:
+        """Raw objects of one partition, oldest landing first."""
+        found = self._listed(partition_prefix(fazenda, dia))
+        return sorted(found, key=lambda o: (o.last_modified, o.key))
+
+    def farm_objects(self, fazenda: str, first: date, last: date) -> list[tuple[date, RawObject]]:
+        """(day, object) of one farm's days ``first``..``last`` in one listing (not one per day):
+        keys sort by day under the farm's prefix, so the listing starts at ``first`` and stops
+        after ``last``."""
+        prefix = f"{RAW_PREFIX}/{check_farm(fazenda)}/"
+        found: list[tuple[date, RawObject]] = []
+        for o in self._listed(prefix, start_after=f"{prefix}{first:%Y/%m/%d}"):
+            try:
+                dia = parse_raw_key(o.key)[1]
+            except ValueError:
+                continue  # not in the raw layout (a stray upload): no partition to load into
+            if dia > last:
+                break
+            found.append((dia, o))
         return found
 
     def iter_lines(self, key: str) -> Iterator[bytes]:

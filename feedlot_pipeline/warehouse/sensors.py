@@ -20,7 +20,6 @@ from datetime import date, datetime, timedelta, timezone
 import dagster as dg
 
 from feedlot_pipeline.core import client_map
-from feedlot_pipeline.core.lake import parse_raw_key
 from feedlot_pipeline.core.settings import Settings
 from feedlot_pipeline.ingestion.batches import batch_run_config
 from feedlot_pipeline.ingestion.partitions import farm_day_key, farms_partitions
@@ -92,9 +91,9 @@ def sweep_farms(
     swept: list[str] = []
     partition_of: dict[str, str] = {}
     for fazenda in todo:
-        for o in lake.farm_objects(fazenda, days[0], days[-1]):
+        for dia, o in lake.farm_objects(fazenda, days[0], days[-1]):
             if (now - o.last_modified).total_seconds() >= min_age_seconds:
-                partition_of[o.key] = str(farm_day_key(fazenda, parse_raw_key(o.key)[1]))
+                partition_of[o.key] = str(farm_day_key(fazenda, dia))
         swept.append(fazenda)
         if clock() - started >= budget_seconds:
             break
